@@ -1,0 +1,320 @@
+"""FastAGI benchmark through the real lab Asterisk.
+
+N Local-channel calls at concurrency C, each running the fixed 12-command
+script (ANSWER, 4× SET VARIABLE, 2× GET VARIABLE, STREAM FILE, WAIT FOR DIGIT
+with DTMF from the other leg, SET VARIABLE, VERBOSE, HANGUP), against:
+
+  native   the same steps in pure dialplan (Asterisk's own ceiling)
+  bare     a minimal Twisted LineOnlyReceiver FastAGI server
+  pyst2    pyst2's asterisk.fastagi (ForkingTCPServer) with minimal py3 fixes
+  gateway  this gateway, real session API, call records in Redis, metrics
+
+A call counts as good when its ``h`` extension reports AGISTATUS=SUCCESS and the
+DTMF digit the other leg sent (BenchDone user event). Printed per target:
+calls/s, failed calls, server CPU ms per call, p50/p99 command round trip, and
+ratios against native (calls/s) and bare (CPU/call) measured in the same run.
+
+    .venv/bin/python bench/fastagi_bench.py                # N=2000, C=10,50,200
+    .venv/bin/python bench/fastagi_bench.py --calls 200 --concurrency 20
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from twisted.internet import defer, endpoints, task
+
+from bench.ami_stream import percentile
+from gateway.ami.protocol import AmiProtocol
+
+PORTS = {"gateway": 4576, "bare": 4574, "pyst2": 4575}
+GATEWAY_HTTP = 9513
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime+stime of the process and its reaped children (pyst2 forks)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    utime, stime, cutime, cstime = (int(x) for x in fields[11:15])
+    # threads are included in the process's own utime/stime
+    return (utime + stime + cutime + cstime) / CLK_TCK
+
+
+@dataclass
+class RunResult:
+    target: str
+    concurrency: int
+    calls: int
+    wall: float
+    good: int
+    failed: int
+    cpu: float | None
+    rtts: list[float] = field(default_factory=list)
+
+    @property
+    def rate(self) -> float:
+        return self.calls / self.wall if self.wall else 0.0
+
+    @property
+    def cpu_ms_per_call(self) -> float | None:
+        return None if self.cpu is None else 1000 * self.cpu / self.calls
+
+
+class AgiServer:
+    """One FastAGI server under test, as a subprocess."""
+
+    def __init__(self, target: str, workdir: Path) -> None:
+        self.target = target
+        self.workdir = workdir
+        self.port = PORTS[target]
+        self.proc: subprocess.Popen | None = None
+        self.rtt_file = workdir / f"{target}-rtt.json"
+        self.rtt_dir = workdir / f"{target}-rtt"
+
+    def start(self) -> None:
+        python = sys.executable
+        env = dict(os.environ)
+        if self.target == "gateway":
+            env.update(
+                HOTLINE_AGI_PORT=str(self.port),
+                HOTLINE_HTTP_PORT=str(GATEWAY_HTTP),
+                HOTLINE_LOG_LEVEL="warn",
+            )
+            cmd = [python, "-m", "gateway", "run", "--bench"]
+        elif self.target == "bare":
+            cmd = [python, str(REPO / "bench/baselines/bare_twisted.py"), "--port", str(self.port), "--rtt-file", str(self.rtt_file)]
+        else:
+            self.rtt_dir.mkdir(exist_ok=True)
+            cmd = [python, str(REPO / "bench/baselines/pyst2_fastagi.py"), "--port", str(self.port), "--rtt-dir", str(self.rtt_dir)]
+        log = open(self.workdir / f"{self.target}.log", "ab")
+        self.proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 20
+        import socket
+
+        while time.monotonic() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.5).close()
+                return
+            except OSError:
+                if self.proc.poll() is not None:
+                    raise RuntimeError(f"{self.target} server exited; see {self.workdir / (self.target + '.log')}")
+                time.sleep(0.1)
+        raise RuntimeError(f"{self.target} server did not listen on {self.port}")
+
+    def cpu(self) -> float:
+        assert self.proc is not None
+        return cpu_seconds(self.proc.pid)
+
+    def take_rtts(self) -> list[float]:
+        if self.target == "gateway":
+            with urllib.request.urlopen(f"http://127.0.0.1:{GATEWAY_HTTP}/bench/rtt", timeout=10) as response:
+                return json.loads(response.read())
+        if self.target == "pyst2":
+            values: list[float] = []
+            for path in self.rtt_dir.glob("*.json"):
+                values.extend(json.loads(path.read_text() or "[]"))
+                path.unlink()
+            return values
+        # bare: SIGUSR1 makes it write (and clear) its samples
+        self.rtt_file.unlink(missing_ok=True)
+        self.proc.send_signal(signal.SIGUSR1)
+        deadline = time.monotonic() + 10
+        while not self.rtt_file.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.1)
+        return json.loads(self.rtt_file.read_text()) if self.rtt_file.exists() else []
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+class Driver:
+    """Originates bench calls over AMI and waits for their BenchDone events."""
+
+    def __init__(self, ami: AmiProtocol) -> None:
+        self.ami = ami
+        self.waiting: dict[str, defer.Deferred] = {}
+        ami.on_event = self.on_event
+
+    def on_event(self, message) -> None:
+        name = message.name
+        if name == "UserEvent" and message.get("UserEvent") == "BenchDone":
+            d = self.waiting.pop(message.get("Uniqueid"), None)
+            if d is not None:
+                # the digit proves the script ran to its end; FAILURE = no FastAGI server
+                d.callback(message.get("Digit") == "1" and message.get("AgiStatus") != "FAILURE")
+        elif name == "OriginateResponse" and message.get("Response") == "Failure":
+            other = message.get("Uniqueid", "")
+            for key in list(self.waiting):
+                if key.rsplit("-", 1)[0] == other.rsplit("-", 1)[0]:
+                    self.waiting.pop(key).callback(False)
+
+    async def one_call(self, reactor, run_id: str, index: int, target: str, timeout: float = 60.0) -> bool:
+        call = f"b{run_id}-{index}"
+        d: defer.Deferred = defer.Deferred()
+        self.waiting[f"{call}-b"] = d
+        context = "bench-native" if target == "native" else "bench-agi"
+        fields = [
+            ("Channel", f"Local/s@{context}"),
+            ("Context", "bench-citizen"),
+            ("Exten", "s"),
+            ("Priority", "1"),
+            ("Async", "true"),
+            ("ChannelId", f"{call}-a"),
+            ("OtherChannelId", f"{call}-b"),
+            ("Timeout", "30000"),
+        ]
+        if target != "native":
+            fields.append(("Variable", f"BENCH_AGI=agi://127.0.0.1:{PORTS[target]}/bench"))
+        try:
+            await self.ami.send_action("Originate", fields)
+        except Exception:  # noqa: BLE001 — an originate refused is a failed call, counted
+            self.waiting.pop(f"{call}-b", None)
+            return False
+        d.addTimeout(timeout, reactor)
+        try:
+            return await d
+        except defer.TimeoutError:
+            self.waiting.pop(f"{call}-b", None)
+            return False
+
+    async def run(self, reactor, target: str, calls: int, concurrency: int) -> tuple[float, int]:
+        run_id = f"{int(time.time() * 1000) % 10**8}{target[0]}{concurrency}"
+        next_index = iter(range(calls))
+        good = 0
+
+        async def worker() -> None:
+            nonlocal good
+            for index in next_index:
+                if await self.one_call(reactor, run_id, index, target):
+                    good += 1
+
+        started = time.perf_counter()
+        await defer.gatherResults([defer.Deferred.fromCoroutine(worker()) for _ in range(concurrency)])
+        return time.perf_counter() - started, good
+
+
+def lab_secret() -> str:
+    secret = os.environ.get("HOTLINE_AMI_SECRET")
+    if secret:
+        return secret
+    path = Path(os.environ.get("HOTLINE_LAB_CACHE", REPO / ".cache")) / "lab" / "ami.secret"
+    return path.read_text().strip()
+
+
+async def bench(reactor, args) -> list[RunResult]:
+    workdir = Path(tempfile.mkdtemp(prefix="fastagi-bench-"))
+    endpoint = endpoints.TCP4ClientEndpoint(reactor, "127.0.0.1", 5038)
+    ami = await endpoints.connectProtocol(endpoint, AmiProtocol())
+    await ami.banner
+    secret = lab_secret()
+    await ami.login("hotline-gateway", secret, events="user,call")
+    driver = Driver(ami)
+    servers = {t: AgiServer(t, workdir) for t in args.targets if t != "native"}
+    for server in servers.values():
+        server.start()
+    results: list[RunResult] = []
+    try:
+        # warm-up so first-call costs (imports, caches) are not measured
+        for target in args.targets:
+            await driver.run(reactor, target, min(20, args.calls), min(5, args.concurrency[0]))
+            if target in servers:
+                servers[target].take_rtts()
+        for concurrency in args.concurrency:
+            for target in args.targets:
+                server = servers.get(target)
+                cpu_before = server.cpu() if server else None
+                wall, good = await driver.run(reactor, target, args.calls, concurrency)
+                await task.deferLater(reactor, 0.5, lambda: None)  # let children be reaped
+                cpu = (server.cpu() - cpu_before) if server else None
+                rtts = server.take_rtts() if server else []
+                results.append(RunResult(target, concurrency, args.calls, wall, good, args.calls - good, cpu, rtts))
+                print(f"  C={concurrency:<4} {target:<8} {args.calls / wall:7.1f} calls/s  failed {args.calls - good}", flush=True)
+    finally:
+        for server in servers.values():
+            server.stop()
+        ami.transport.loseConnection()
+    return results
+
+
+def report(results: list[RunResult]) -> str:
+    lines = [
+        "| C | target | calls/s | × native | failed | CPU ms/call | × bare CPU | RTT p50 ms | RTT p99 ms |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    by_key = {(r.concurrency, r.target): r for r in results}
+    for r in results:
+        native = by_key.get((r.concurrency, "native"))
+        bare = by_key.get((r.concurrency, "bare"))
+        ratio = f"{r.rate / native.rate:.2f}" if native and native.rate else "—"
+        cpu = f"{r.cpu_ms_per_call:.2f}" if r.cpu_ms_per_call is not None else "—"
+        cpu_ratio = (
+            f"{r.cpu_ms_per_call / bare.cpu_ms_per_call:.2f}"
+            if bare and r.cpu_ms_per_call is not None and bare.cpu_ms_per_call
+            else "—"
+        )
+        p50 = f"{1000 * percentile(r.rtts, 0.5):.2f}" if r.rtts else "—"
+        p99 = f"{1000 * percentile(r.rtts, 0.99):.2f}" if r.rtts else "—"
+        lines.append(f"| {r.concurrency} | {r.target} | {r.rate:.1f} | {ratio} | {r.failed} | {cpu} | {cpu_ratio} | {p50} | {p99} |")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--calls", type=int, default=2000)
+    parser.add_argument("--concurrency", type=lambda s: [int(x) for x in s.split(",")], default=[10, 50, 200])
+    parser.add_argument("--targets", type=lambda s: s.split(","), default=["native", "bare", "pyst2", "gateway"])
+    parser.add_argument("--json", help="also write the raw results here")
+    parser.add_argument("--no-lab", action="store_true", help="assume the lab Asterisk is already up")
+    args = parser.parse_args(argv)
+    if not args.no_lab:
+        subprocess.run([sys.executable, "-m", "gateway.lab", "up", "--no-gateway"], cwd=REPO, check=True)
+    results = task.react(lambda reactor: defer.Deferred.fromCoroutine(_main(reactor, args)))
+    return results
+
+
+async def _main(reactor, args):
+    results = await bench(reactor, args)
+    text = report(results)
+    print(text)
+    if args.json:
+        Path(args.json).write_text(
+            json.dumps(
+                [
+                    {
+                        "target": r.target,
+                        "concurrency": r.concurrency,
+                        "calls": r.calls,
+                        "calls_per_s": r.rate,
+                        "failed": r.failed,
+                        "cpu_ms_per_call": r.cpu_ms_per_call,
+                        "rtt_p50_ms": 1000 * percentile(r.rtts, 0.5) if r.rtts else None,
+                        "rtt_p99_ms": 1000 * percentile(r.rtts, 0.99) if r.rtts else None,
+                    }
+                    for r in results
+                ],
+                indent=2,
+            )
+        )
+
+
+if __name__ == "__main__":
+    main()

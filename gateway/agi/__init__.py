@@ -1,0 +1,1 @@
+"""FastAGI: wire codec, Twisted protocol, call-session API, script registry, server."""

@@ -1,0 +1,230 @@
+"""FastAGI protocol: the Twisted side of one AGI connection.
+
+One connection carries one call. The protocol reads the ``agi_*`` header
+block, hands the environment to its factory (which starts the call flow), and
+from then on sends commands one at a time: every command gets its own
+Deferred, fired by the reply, by a per-command timeout, or by the connection
+going away. AGI replies carry no sequence number, so only one command is on
+the wire at once; later commands wait in a FIFO.
+"""
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol as TypingProtocol
+
+from twisted.internet import defer, protocol
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from . import codec
+
+__all__ = [
+    "AgiCommandTimeout",
+    "AgiConnectionLost",
+    "FastAgiProtocol",
+    "SessionHost",
+]
+
+log = Logger()
+
+
+class AgiConnectionLost(ConnectionError):
+    """The FastAGI socket closed (usually: the caller hung up)."""
+
+
+class AgiCommandTimeout(TimeoutError):
+    """Asterisk did not answer a command in time; the connection is dropped."""
+
+
+class SessionHost(TypingProtocol):
+    """What the protocol needs from its factory."""
+
+    clock: IReactorTime
+    max_line: int
+    header_timeout: float
+
+    def session_started(self, proto: FastAgiProtocol, env: codec.AgiEnvironment) -> None: ...
+
+    def protocol_error(self, proto: FastAgiProtocol, reason: str) -> None: ...
+
+    def observe_command(self, name: bytes, seconds: float) -> None: ...
+
+
+@dataclass
+class _Pending:
+    line: bytes
+    timeout: float
+    deferred: defer.Deferred
+    sent_at: float = 0.0
+
+    @property
+    def name(self) -> str:
+        return " ".join(codec.command_words(self.line))
+
+
+class FastAgiProtocol(protocol.Protocol):
+    """One FastAGI connection. Flows never see this class: they get a session."""
+
+    def __init__(self, host: SessionHost) -> None:
+        self.host = host
+        self.clock = host.clock
+        self.environment: codec.AgiEnvironment | None = None
+        self.hangup_received = False
+        self.closed = False
+        self._buffer = b""
+        self._header_lines: list[bytes] = []
+        self._queue: deque[_Pending] = deque()
+        self._in_flight: _Pending | None = None
+        self._header_timer: IDelayedCall | None = None
+        #: one reusable timer for the command on the wire (reset, not re-created)
+        self._timer: IDelayedCall | None = None
+        self._hangup_listeners: list[Callable[[], None]] = []
+
+    # -- Twisted callbacks -------------------------------------------------
+    def connectionMade(self) -> None:
+        self._header_timer = self.clock.callLater(self.host.header_timeout, self._header_timed_out)
+
+    def dataReceived(self, data: bytes) -> None:
+        if self.closed or self.transport.disconnecting:
+            return  # stop reading once we have decided to go away
+        self._buffer += data
+        try:
+            if self.environment is None:
+                self._read_header()
+            if self.environment is not None and self._buffer:
+                self._read_replies()
+        except codec.AgiProtocolError as exc:
+            self._fail_protocol(str(exc))
+
+    def connectionLost(self, reason: Failure = protocol.connectionDone) -> None:
+        self.closed = True
+        self._cancel_header_timer()
+        pending = list(self._queue)
+        if self._in_flight is not None:
+            pending.insert(0, self._in_flight)
+        self._queue.clear()
+        self._in_flight = None
+        self._cancel_timer()
+        for item in pending:
+            item.deferred.errback(AgiConnectionLost(f"connection closed during {item.name}"))
+        self._notify_hangup()
+
+    # -- header ------------------------------------------------------------
+    def _read_header(self) -> None:
+        while self.environment is None:
+            newline = self._buffer.find(b"\n")
+            if newline < 0:
+                if len(self._buffer) > self.host.max_line:
+                    raise codec.AgiProtocolError("AGI header line too long")
+                return
+            line = self._buffer[:newline].rstrip(b"\r")
+            self._buffer = self._buffer[newline + 1 :]
+            if line:
+                self._header_lines.append(line)
+                if len(self._header_lines) > 500:
+                    raise codec.AgiProtocolError("AGI header has no end")
+                continue
+            environment = codec.parse_environment(self._header_lines)
+            self._header_lines = []
+            self._cancel_header_timer()
+            self.environment = environment
+            self.host.session_started(self, environment)
+
+    def _header_timed_out(self) -> None:
+        self._header_timer = None
+        self._fail_protocol("no complete AGI header within the header timeout")
+
+    def _cancel_header_timer(self) -> None:
+        if self._header_timer is not None and self._header_timer.active():
+            self._header_timer.cancel()
+        self._header_timer = None
+
+    # -- replies -----------------------------------------------------------
+    def _read_replies(self) -> None:
+        messages, self._buffer = codec.parse_replies(self._buffer, self.host.max_line)
+        for message in messages:
+            if isinstance(message, codec.HangupNotice):
+                self.hangup_received = True
+                self._notify_hangup()
+                continue
+            item = self._in_flight
+            if item is None:
+                raise codec.AgiProtocolError(f"unsolicited AGI reply {message.code}")
+            self._in_flight = None
+            self.host.observe_command(item.line[: item.line.find(b" ")], self.clock.seconds() - item.sent_at)
+            item.deferred.callback(message)
+            if self.closed:
+                return
+        self._send_next()
+
+    # -- commands ----------------------------------------------------------
+    def send_command(self, line: bytes, timeout: float) -> defer.Deferred:
+        """Queue one formatted command; the Deferred fires with its AgiReply."""
+        d: defer.Deferred = defer.Deferred()
+        if self.closed or self.transport is None or self.transport.disconnecting:
+            d.errback(AgiConnectionLost("connection already closed"))
+            return d
+        self._queue.append(_Pending(line=line, timeout=timeout, deferred=d))
+        self._send_next()
+        return d
+
+    def _send_next(self) -> None:
+        if self._in_flight is not None or not self._queue or self.closed:
+            return
+        item = self._queue.popleft()
+        self._in_flight = item
+        timer = self._timer
+        if timer is not None and timer.active():
+            timer.reset(item.timeout)
+        else:
+            self._timer = self.clock.callLater(item.timeout, self._command_timed_out)
+        item.sent_at = self.clock.seconds()
+        self.transport.write(item.line)
+
+    def _command_timed_out(self) -> None:
+        self._timer = None
+        item = self._in_flight
+        if item is None or self.clock.seconds() - item.sent_at < item.timeout:
+            return  # the timer outlived its command (no command on the wire now)
+        self._in_flight = None
+        item.deferred.errback(AgiCommandTimeout(f"no reply to {item.name} within {item.timeout:g} s"))
+        # AGI replies are positional: once one is missing we can never pair
+        # the next reply with the right command again. Drop the connection;
+        # the dialplan goes on (to the queue) without us.
+        self.close(abort=True)
+
+    def _cancel_timer(self) -> None:
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
+        self._timer = None
+
+    # -- hang-up notification ---------------------------------------------
+    def on_hangup(self, listener: Callable[[], None]) -> None:
+        self._hangup_listeners.append(listener)
+
+    def _notify_hangup(self) -> None:
+        listeners, self._hangup_listeners = self._hangup_listeners, []
+        for listener in listeners:
+            listener()
+
+    # -- closing -----------------------------------------------------------
+    def close(self, abort: bool = False) -> None:
+        if self.transport is None or self.closed:
+            return
+        if abort:
+            self.transport.abortConnection()
+        else:
+            self.transport.loseConnection()
+
+    def _fail_protocol(self, reason: str) -> None:
+        self.host.protocol_error(self, reason)
+        self._buffer = b""
+        item, self._in_flight = self._in_flight, None
+        self._cancel_timer()
+        if item is not None:
+            item.deferred.errback(codec.AgiProtocolError(reason))
+        self.close(abort=True)
+

@@ -1,0 +1,1 @@
+"""Asterisk Manager Interface: pure codec and the Twisted protocol."""

@@ -1,0 +1,274 @@
+"""Typed, layered configuration: defaults < file (TOML) < ``HOTLINE_*`` environment.
+
+Every setting is a field of a frozen dataclass with a type and a default. The
+file is TOML (``HOTLINE_CONFIG`` or ``--config``), one table per section::
+
+    [agi]
+    port = 4573
+
+Environment variables are ``HOTLINE_<SECTION>_<FIELD>`` (``HOTLINE_AGI_PORT``,
+``HOTLINE_REDIS_URL``). Secrets are read only from the environment (or a file
+named by ``HOTLINE_<NAME>_FILE``); a secret in the config file is an error.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, get_type_hints
+
+__all__ = ["ConfigError", "GatewayConfig", "load_config"]
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+SECRET_FIELDS = {("ami", "secret")}
+
+
+class ConfigError(ValueError):
+    """A configuration value is missing, unknown or of the wrong type."""
+
+
+@dataclass(frozen=True)
+class AgiConfig:
+    host: str = "127.0.0.1"
+    port: int = 4573
+    #: seconds Asterisk may take to answer one command before we drop the call's AGI
+    command_timeout: float = 10.0
+    #: seconds for the agi_* header block after connect
+    header_timeout: float = 5.0
+    max_line: int = 8192
+    #: whole-session cap: a flow that runs longer is cut off (caller → queue)
+    session_timeout: float = 900.0
+
+
+@dataclass(frozen=True)
+class HttpConfig:
+    host: str = "127.0.0.1"
+    port: int = 9512
+
+
+@dataclass(frozen=True)
+class RedisConfig:
+    url: str = "redis://127.0.0.1:6379/0"
+    #: socket timeout in seconds; kept short so a dead Redis never holds a call
+    timeout: float = 0.5
+    #: call records expire after this many seconds (90 days)
+    call_ttl: int = 90 * 24 * 3600
+    key_prefix: str = "hotline"
+    #: calls waiting to be written while Redis is away (kept in memory)
+    backlog: int = 50000
+    retry_interval: float = 5.0
+    threads: int = 4
+
+
+@dataclass(frozen=True)
+class AmiConfig:
+    host: str = "127.0.0.1"
+    port: int = 5038
+    username: str = "hotline-gateway"
+    secret: str = field(default="", repr=False)
+    #: event classes asked for at login (the user's read= classes cap them);
+    #: dialplan (Newexten/VarSet) is left out on purpose
+    events: str = "call,agent,user,system"
+    #: a Ping every this many seconds; no answer within keepalive_timeout → reconnect
+    keepalive_interval: float = 15.0
+    keepalive_timeout: float = 5.0
+    #: seconds an action (QueueStatus …) may take before it fails
+    action_timeout: float = 10.0
+    #: seconds for the banner and the login after a connect
+    login_timeout: float = 10.0
+    #: reconnect backoff: first delay, cap (seconds), plus up to 1 s of jitter
+    reconnect_initial: float = 0.5
+    reconnect_max: float = 30.0
+
+
+@dataclass(frozen=True)
+class MonitorConfig:
+    #: answered within this many seconds of the first queue entry counts for the service level
+    service_level: float = 15.0
+    #: an abandon after a shorter wait than this is a short abandon (秒挂)
+    short_abandon: float = 5.0
+    #: PJSIP endpoints that are carrier trunks, comma separated (registrations add theirs)
+    trunks: str = "carrier"
+    #: channel capacity per trunk: "carrier=30,backup=10"
+    trunk_capacity: str = ""
+    #: Asterisk's queue_log, replayed after an AMI reconnect ("" = no replay)
+    queue_log: str = "/var/log/asterisk/queue_log"
+    #: seconds replayed before the last event seen (queue_log has whole seconds)
+    queue_log_margin: float = 2.0
+    #: QueueStatus every this many seconds to correct waiting callers and members (0: never)
+    refresh_interval: float = 60.0
+    #: finished calls remembered so a replay or resync never counts them twice
+    retention: int = 100_000
+
+    def trunk_names(self) -> tuple[str, ...]:
+        return tuple(name.strip() for name in self.trunks.split(",") if name.strip())
+
+    def capacities(self) -> dict[str, int]:
+        """``trunk_capacity`` as a mapping (validated by ``load_config``)."""
+        result = {}
+        for item in self.trunk_capacity.split(","):
+            if not item.strip():
+                continue
+            name, sep, value = item.partition("=")
+            if not sep or not name.strip() or not value.strip().isdigit():
+                raise ConfigError(f"monitor.trunk_capacity: {item.strip()!r} is not trunk=channels")
+            result[name.strip()] = int(value)
+        return result
+
+
+@dataclass(frozen=True)
+class FlowsConfig:
+    directory: str = str(REPO_ROOT / "ivr_flows")
+    #: AGI script name → flow name; the dialplan calls agi://…/main
+    main: str = "main"
+    #: prompts live under sounds/<language>/<prompt_dir>/
+    prompt_dir: str = "hotline"
+    default_queue: str = "12345"
+    #: local time for time windows and working days
+    timezone: str = "Asia/Shanghai"
+
+
+@dataclass(frozen=True)
+class LogConfig:
+    level: str = "info"
+    #: "text" or "json"
+    format: str = "text"
+
+
+@dataclass(frozen=True)
+class GatewayConfig:
+    agi: AgiConfig = field(default_factory=AgiConfig)
+    http: HttpConfig = field(default_factory=HttpConfig)
+    redis: RedisConfig = field(default_factory=RedisConfig)
+    ami: AmiConfig = field(default_factory=AmiConfig)
+    monitor: MonitorConfig = field(default_factory=MonitorConfig)
+    flows: FlowsConfig = field(default_factory=FlowsConfig)
+    log: LogConfig = field(default_factory=LogConfig)
+
+
+def _coerce(value: Any, target: type, where: str) -> Any:
+    if target is bool:
+        if isinstance(value, bool):
+            return value
+        text = str(value).strip().lower()
+        if text in ("1", "true", "yes", "on"):
+            return True
+        if text in ("0", "false", "no", "off"):
+            return False
+        raise ConfigError(f"{where}: expected true/false, got {value!r}")
+    if target in (int, float):
+        if isinstance(value, bool):
+            raise ConfigError(f"{where}: expected a number, got {value!r}")
+        try:
+            return target(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{where}: expected {target.__name__}, got {value!r}") from None
+    if target is str:
+        if isinstance(value, (dict, list)):
+            raise ConfigError(f"{where}: expected text, got {type(value).__name__}")
+        return str(value)
+    raise ConfigError(f"{where}: unsupported type {target}")
+
+
+def _section_types(section_cls: type) -> dict[str, type]:
+    return get_type_hints(section_cls)
+
+
+def load_config(path: str | os.PathLike | None = None, environ: Mapping[str, str] | None = None) -> GatewayConfig:
+    """Build the configuration from defaults, an optional TOML file and the environment."""
+    env = dict(os.environ if environ is None else environ)
+    path = path or env.get("HOTLINE_CONFIG") or None
+    layers: dict[str, dict[str, Any]] = {}
+    if path:
+        try:
+            with open(path, "rb") as handle:
+                data = tomllib.load(handle)
+        except FileNotFoundError:
+            raise ConfigError(f"configuration file {path} does not exist") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"configuration file {path}: {exc}") from None
+        for section, values in data.items():
+            if not isinstance(values, dict):
+                raise ConfigError(f"{path}: [{section}] must be a table")
+            for key in values:
+                if (section, key) in SECRET_FIELDS:
+                    raise ConfigError(
+                        f"{path}: {section}.{key} is a secret; set HOTLINE_{section.upper()}_{key.upper()} "
+                        "in the environment instead"
+                    )
+            layers[section] = dict(values)
+
+    top_types = get_type_hints(GatewayConfig)
+    sections: dict[str, Any] = {}
+    for section, section_cls in top_types.items():
+        types = _section_types(section_cls)
+        values: dict[str, Any] = {}
+        file_values = layers.pop(section, {})
+        for key, raw in file_values.items():
+            if key not in types:
+                raise ConfigError(f"{path}: unknown setting {section}.{key}")
+            values[key] = _coerce(raw, types[key], f"{section}.{key}")
+        for key, typ in types.items():
+            env_name = f"HOTLINE_{section.upper()}_{key.upper()}"
+            if env_name in env:
+                values[key] = _coerce(env[env_name], typ, env_name)
+            elif (section, key) in SECRET_FIELDS and f"{env_name}_FILE" in env:
+                secret_path = env[f"{env_name}_FILE"]
+                try:
+                    values[key] = Path(secret_path).read_text().strip()
+                except OSError as exc:
+                    raise ConfigError(f"{env_name}_FILE: cannot read {secret_path}: {exc.strerror}") from None
+        sections[section] = section_cls(**values)
+    if layers:
+        raise ConfigError(f"{path}: unknown section(s) {', '.join(sorted(layers))}")
+    config = GatewayConfig(**sections)
+    _validate(config)
+    return config
+
+
+def _validate(config: GatewayConfig) -> None:
+    for name, port in (("agi.port", config.agi.port), ("http.port", config.http.port), ("ami.port", config.ami.port)):
+        if not 0 <= port <= 65535:
+            raise ConfigError(f"{name}: {port} is not a TCP port")
+    for name, value in (
+        ("agi.command_timeout", config.agi.command_timeout),
+        ("agi.header_timeout", config.agi.header_timeout),
+        ("redis.timeout", config.redis.timeout),
+    ):
+        if value <= 0:
+            raise ConfigError(f"{name} must be positive")
+    for name, value in (
+        ("ami.keepalive_interval", config.ami.keepalive_interval),
+        ("ami.keepalive_timeout", config.ami.keepalive_timeout),
+        ("ami.action_timeout", config.ami.action_timeout),
+        ("ami.login_timeout", config.ami.login_timeout),
+        ("ami.reconnect_initial", config.ami.reconnect_initial),
+        ("monitor.service_level", config.monitor.service_level),
+    ):
+        if value <= 0:
+            raise ConfigError(f"{name} must be positive")
+    if config.ami.keepalive_timeout >= config.ami.keepalive_interval:
+        raise ConfigError("ami.keepalive_timeout must be shorter than ami.keepalive_interval")
+    if config.ami.reconnect_max < config.ami.reconnect_initial:
+        raise ConfigError("ami.reconnect_max must not be below ami.reconnect_initial")
+    if min(config.monitor.short_abandon, config.monitor.queue_log_margin, config.monitor.refresh_interval) < 0:
+        raise ConfigError("monitor.short_abandon/queue_log_margin/refresh_interval must not be negative")
+    if config.monitor.retention < 1:
+        raise ConfigError("monitor.retention must be positive")
+    config.monitor.capacities()
+    if config.log.format not in ("text", "json"):
+        raise ConfigError("log.format must be text or json")
+    if not config.redis.url.startswith(("redis://", "rediss://", "unix://")):
+        raise ConfigError(f"redis.url: {config.redis.url!r} is not a redis:// URL")
+
+
+def as_dict(config: GatewayConfig) -> dict[str, Any]:
+    """The configuration with secrets blanked, for ``hotline-gateway config``."""
+    data = dataclasses.asdict(config)
+    for section, key in SECRET_FIELDS:
+        if data[section][key]:
+            data[section][key] = "***"
+    return data

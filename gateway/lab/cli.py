@@ -1,0 +1,196 @@
+"""``hotline-lab``: bring the telephony lab up and down, place test calls.
+
+hotline-lab up [--no-gateway] [--bench]
+hotline-lab status [--json]
+hotline-lab call [--dtmf 1] [--speech 我要投诉噪音] [--hangup-after 20] [--json]
+hotline-lab demo
+hotline-lab down
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import sys
+from collections.abc import Sequence
+
+from ..masking import mask_number
+from .callflow import CallRequest, CallResult
+from .errors import LabError
+from .lab import Lab
+from .settings import LabSettings
+
+__all__ = ["main"]
+
+# SendDTMF also takes w (0.5 s pause) and W (1 s pause) between keys
+_DTMF = re.compile(r"^[0-9*#A-Da-dwW]*$")
+_NUMBER = re.compile(r"^\+?[0-9]{3,20}$")
+
+
+def _say(message: str) -> None:
+    try:
+        print(message, flush=True)
+    except BrokenPipeError:
+        # the reader went away (`hotline-lab up | head`): finish the job quietly
+        # rather than die half-way through bringing the lab up
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+
+
+def _positive(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError("must not be negative")
+    return value
+
+
+def _dtmf(text: str) -> str:
+    if not _DTMF.match(text):
+        raise argparse.ArgumentTypeError("DTMF digits are 0-9, *, #, A-D (w/W pause 0.5/1 s)")
+    return "".join(ch if ch in "wW" else ch.upper() for ch in text)
+
+
+def _number(text: str) -> str:
+    if not _NUMBER.match(text):
+        raise argparse.ArgumentTypeError("a caller number is 3 to 20 digits, optionally with a leading +")
+    return text
+
+
+def _add_call_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--caller", type=_number, default="13800138000", help="citizen's number (default %(default)s)")
+    parser.add_argument("--dtmf", type=_dtmf, default="", help="digits the citizen keys after --dtmf-delay")
+    parser.add_argument("--dtmf-delay", type=_positive, help="seconds after the answer before keying (default 2)")
+    parser.add_argument("--speech", help="what the citizen says: Mandarin text (espeak-ng) or an audio file")
+    parser.add_argument("--dtmf-after", type=_dtmf, default="", help="digits keyed after the speech (# ends a message)")
+    parser.add_argument("--hangup-after", type=_positive, help="seconds the citizen stays on the line (default 20)")
+    parser.add_argument("--agent-ring", type=_positive, help="seconds a lab agent rings before answering (default 1)")
+    parser.add_argument("--agent-talk", type=_positive, help="seconds a lab agent talks (default 3)")
+    parser.add_argument("--timeout", type=_positive, default=None, help="seconds to follow the call")
+    parser.add_argument("--json", action="store_true", help="print a machine-readable summary")
+
+
+def _request(lab: Lab, args: argparse.Namespace) -> CallRequest:
+    speech = lab.speech_sound(args.speech) if args.speech else ""
+    hangup_after = args.hangup_after
+    timeout = args.timeout or max(60.0, (hangup_after or 20.0) + 40.0)
+    return CallRequest(
+        caller=args.caller,
+        dtmf=args.dtmf,
+        dtmf_delay=args.dtmf_delay,
+        speech=speech,
+        dtmf_after=args.dtmf_after,
+        hangup_after=hangup_after,
+        agent_ring=args.agent_ring,
+        agent_talk=args.agent_talk,
+        timeout=timeout,
+    )
+
+
+def _print_call(result: CallResult, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(result.as_json(), ensure_ascii=False, indent=2))
+        return
+    print(f"call {result.call_id} from {result.caller_masked}")
+    print(f"  {result.describe()}")
+    record = result.gateway_record
+    if record is None:
+        print("  gateway record: none (gateway down, or Redis unreachable)")
+    else:
+        fields = ("flow", "outcome", "handoff", "caller_masked")
+        print("  gateway record: " + ", ".join(f"{k}={record.get(k, '')}" for k in fields))
+
+
+def _cmd_up(lab: Lab, args: argparse.Namespace) -> int:
+    if args.fresh:
+        lab.down()
+    lab.up(gateway=not args.no_gateway, bench=args.bench)
+    s = lab.settings
+    _say(
+        f"lab up: AMI {s.ami_host}:{s.ami_port} user {s.ami_user} "
+        f"(secret: {'$HOTLINE_AMI_SECRET' if s.ami_secret_env else s.state_dir / 'ami.secret'}), "
+        f"FastAGI {s.agi_url}, Redis {s.redis_url}"
+    )
+    return 0
+
+
+def _cmd_down(lab: Lab, args: argparse.Namespace) -> int:
+    lab.down()
+    _say("lab down")
+    return 0
+
+
+def _cmd_status(lab: Lab, args: argparse.Namespace) -> int:
+    status = lab.status()
+    if args.json:
+        print(json.dumps(status, ensure_ascii=False, indent=2))
+        return 0
+    ch, ast, gw, rd = status["chroot"], status["asterisk"], status["gateway"], status["redis"]
+    print(f"chroot   {ch['path']} built={ch['built']} mounted={ch['mounted']}")
+    if ast["running"]:
+        print(f"asterisk pid {ast['pid']}: {ast['version'].splitlines()[0]}")
+        print(f"         {' / '.join(ast['channels'].splitlines())}")
+    else:
+        print("asterisk not running")
+    print(f"gateway  pid {gw['pid'] or '-'}, {gw['url']} {'ok' if gw['healthy'] else 'not answering'}")
+    owner = "started by the lab" if rd["started_by_lab"] else "external"
+    print(f"redis    {rd['url']} {'PONG' if rd['ping'] else 'not answering'} ({owner})")
+    return 0
+
+
+def _cmd_call(lab: Lab, args: argparse.Namespace) -> int:
+    result = lab.call(_request(lab, args))
+    _print_call(result, args.json)
+    return 0 if result.went_through else 1
+
+
+def _cmd_demo(lab: Lab, args: argparse.Namespace) -> int:
+    lab.up(gateway=not args.no_gateway)
+    if not args.json:
+        _say(f"placing a call from {mask_number(args.caller)} to 12345 ...")
+    return _cmd_call(lab, args)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="hotline-lab", description="12345 hotline telephony lab (real Asterisk 22)")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    up = sub.add_parser("up", help="build/reuse the chroot, install config and prompts, start everything")
+    up.add_argument("--no-gateway", action="store_true", help="do not start the gateway (calls go to the queue)")
+    up.add_argument("--bench", action="store_true", help="start the gateway with its 'bench' AGI script")
+    up.add_argument("--fresh", action="store_true", help="run `down` first (restart everything)")
+    up.set_defaults(func=_cmd_up)
+
+    sub.add_parser("down", help="stop the gateway and Asterisk, unmount /proc and /dev").set_defaults(func=_cmd_down)
+
+    status = sub.add_parser("status", help="what runs")
+    status.add_argument("--json", action="store_true")
+    status.set_defaults(func=_cmd_status)
+
+    call = sub.add_parser("call", help="place a simulated citizen call and print its path")
+    _add_call_options(call)
+    call.set_defaults(func=_cmd_call)
+
+    demo = sub.add_parser("demo", help="up + one call")
+    demo.add_argument("--no-gateway", action="store_true")
+    _add_call_options(demo)
+    demo.set_defaults(func=_cmd_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    quiet = getattr(args, "json", False)
+    try:
+        lab = Lab(LabSettings.from_env(), report=(lambda _m: None) if quiet else _say)
+        return args.func(lab, args)
+    except LabError as exc:
+        print(f"hotline-lab: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("hotline-lab: interrupted", file=sys.stderr)
+        return 130

@@ -1,0 +1,206 @@
+"""The lab as one object: ``Lab().up()``, ``.call()``, ``.status()``, ``.down()``.
+
+This is the Python API the CLI and the integration tests share. Each step
+lives in its own module (chroot, install, prompts, asterisk, redisctl,
+gatewayctl); this module only orders them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import hashlib
+import os
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+from . import secrets
+from .ami_blocking import AmiClient, AmiError, open_session
+from .asterisk import Asterisk
+from .callflow import CallRequest, CallResult, originate_citizen
+from .chroot import Chroot
+from .errors import LabError
+from .gatewayctl import GatewayProcess
+from .install import PJSIP_AGENTS, ConfigInstaller, LabConfigValues, install_agi_scripts
+from .prompts import LAB_TONES, SoundBuilder, collect_prompts, install_file
+from .redisctl import RedisControl
+from .settings import LabSettings
+
+__all__ = ["Lab"]
+
+Report = Callable[[str], None]
+
+SOUNDS = "/usr/share/asterisk/sounds"
+
+
+def _quiet(_message: str) -> None:
+    """Default reporter: say nothing."""
+
+
+class Lab:
+    def __init__(self, settings: LabSettings | None = None, report: Report | None = None) -> None:
+        self.settings = settings or LabSettings.from_env()
+        self.report = report or _quiet
+        s = self.settings
+        self.chroot = Chroot(s.chroot, s.debian_mirror, s.suite)
+        self.asterisk = Asterisk(self.chroot, s.state_dir)
+        self.redis = RedisControl(s.redis_url, s.state_dir)
+        self.installer = ConfigInstaller(self.chroot, s.conf_dir)
+        self.sounds = SoundBuilder(s.state_dir / "sound-cache")
+        self.gateway = GatewayProcess(
+            python=s.python,
+            repo_root=s.repo_root,
+            state_dir=s.state_dir,
+            healthz_url=s.healthz_url,
+            environment=self._gateway_environment(),
+        )
+
+    # -- secrets ----------------------------------------------------------------------------
+    def ami_secret(self) -> str:
+        return secrets.ami_secret(self.settings.state_dir, self.settings.ami_secret_env)
+
+    def _gateway_environment(self) -> dict[str, str]:
+        s = self.settings
+        env = {
+            "HOTLINE_REDIS_URL": s.redis_url,
+            "HOTLINE_AMI_PORT": str(s.ami_port),
+            # the monitor replays Asterisk's queue_log after an AMI reconnect
+            "HOTLINE_MONITOR_QUEUE_LOG": str(self.chroot.path("/var/log/asterisk/queue_log")),
+        }
+        if not s.ami_secret_env:
+            env["HOTLINE_AMI_SECRET_FILE"] = str(secrets.ami_secret_file(s.state_dir))
+        return env
+
+    # -- up / down --------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def _lock(self, wait: float = 300.0) -> Iterator[None]:
+        """One up/down at a time (two terminals, or a test run and a CLI)."""
+        self.settings.state_dir.mkdir(parents=True, exist_ok=True)
+        with open(self.settings.state_dir / "lock", "w") as handle:
+            deadline = time.monotonic() + wait
+            while True:
+                try:
+                    fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except OSError as exc:
+                    if exc.errno not in (errno.EAGAIN, errno.EACCES) or time.monotonic() > deadline:
+                        raise LabError("another hotline-lab up/down is running (lock held)") from None
+                    time.sleep(0.2)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
+    @staticmethod
+    def _require_root() -> None:
+        if os.geteuid() != 0:
+            raise LabError("the lab needs root (chroot, bind mounts, files owned by the chroot's asterisk user)")
+
+    def up(self, gateway: bool = True, bench: bool = False) -> None:
+        """Build or reuse everything and start what is not running (idempotent)."""
+        self._require_root()
+        with self._lock():
+            self.chroot.ensure_built(self.report)
+            self.asterisk.cleanup_stale(self.report)
+            self.chroot.mount(self.report)
+            self.chroot.ensure_packages(self.report)
+            self.install()
+            if self.asterisk.pid() is not None and self.asterisk.responsive():
+                self.asterisk.reload(self.report)
+            else:
+                self.asterisk.start(self.report)
+            self.redis.ensure(self.report)
+            if gateway:
+                self.gateway.start(self.report, ("--bench",) if bench else ())
+            elif self.gateway.pid() is not None:
+                self.report(f"gateway: left running (pid {self.gateway.pid()}); not started by this up")
+            else:
+                self.report("gateway: not started (--no-gateway); calls fall back to the queue")
+
+    def install(self) -> None:
+        """Config, secrets and sounds into the chroot (no process is touched)."""
+        s = self.settings
+        values = LabConfigValues(
+            ami_secret=self.ami_secret(),
+            agent_passwords={n: secrets.agent_password(s.state_dir, n) for n in PJSIP_AGENTS},
+            agi_url=s.agi_url,
+            lab_agents=s.agents,
+            redis_url=s.redis_url,
+        )
+        self.installer.install(values, self.report)
+        install_agi_scripts(self.chroot, s.repo_root / "agi_scripts", self.report)
+        prompts = collect_prompts(s.flows_dir, s.conf_dir / "prompts.yaml")
+        self.sounds.install_prompts(prompts, self.chroot.path(f"{SOUNDS}/zh"), self.report)
+        self.sounds.install_tones(LAB_TONES, self.chroot.path, self.report)
+
+    def down(self) -> None:
+        """Stop the gateway and Asterisk, unmount; a Redis the lab started goes too."""
+        self._require_root()
+        with self._lock():
+            self.gateway.stop(self.report)
+            self.asterisk.stop(self.report)
+            self.chroot.unmount(self.report)
+            self.redis.stop_if_ours(self.report)
+
+    # -- looking and calling -----------------------------------------------------------
+    def status(self) -> dict[str, Any]:
+        pid = self.asterisk.pid()
+        asterisk: dict[str, Any] = {"pid": pid, "running": False}
+        if pid is not None and self.asterisk.responsive():
+            asterisk.update(running=True, version=self.asterisk.version(), channels=self.asterisk.channel_count())
+        gateway_pid = self.gateway.pid()
+        return {
+            "chroot": {
+                "path": str(self.chroot.root),
+                "built": self.chroot.exists(),
+                "mounted": self.chroot.mounted(),
+            },
+            "asterisk": asterisk,
+            "gateway": {
+                "pid": gateway_pid,
+                "healthy": self.gateway.healthy(),
+                "url": self.settings.healthz_url,
+                "log": str(self.gateway.log_file),
+            },
+            "redis": {
+                "url": self.settings.redis_url,
+                "ping": self.redis.ping(),
+                "started_by_lab": self.redis.started_by_lab() is not None,
+            },
+        }
+
+    def cli(self, command: str, timeout: float = 20.0) -> str:
+        """One Asterisk CLI command (``asterisk -rx``) inside the chroot."""
+        return self.asterisk.cli(command, timeout)
+
+    def ami(self, secret: str | None = None, username: str | None = None) -> AmiClient:
+        """A logged-in AMI session as the gateway's user; close it (or ``with``)."""
+        s = self.settings
+        try:
+            return open_session(s.ami_host, s.ami_port, username or s.ami_user, secret or self.ami_secret())
+        except AmiError as exc:
+            if "cannot connect" in str(exc):
+                raise AmiError(f"{exc} (is the lab up? `hotline-lab up`)") from None
+            raise
+
+    def speech_sound(self, text_or_file: str) -> str:
+        """Install a citizen utterance (Mandarin text or an audio file) and
+        return its sound name for CITIZEN_SPEECH."""
+        source = Path(text_or_file)
+        wav = self.sounds.convert(source) if source.is_file() else self.sounds.speech(text_or_file)
+        name = "lab/speech-" + hashlib.sha256(wav.read_bytes()).hexdigest()[:16]
+        install_file(wav, self.chroot.path(f"{SOUNDS}/zh/{name}.wav"))
+        return name
+
+    def call(
+        self,
+        request: CallRequest | None = None,
+        on_step: Callable[[str], None] | None = None,
+    ) -> CallResult:
+        """Place one simulated citizen call and follow it to its end."""
+        request = request or CallRequest()
+        with self.ami() as ami:
+            return originate_citizen(ami, request, read_record=self.redis.read_call, on_step=on_step)

@@ -1,0 +1,746 @@
+"""The call-centre state model: queues, calls, agents, channels and trunks.
+
+Pure and synchronous: no reactor, no Prometheus, no I/O (it only logs). It is fed domain
+calls (``caller_joined``, ``agent_connected``, ``channel_hungup`` …) by the
+AMI adapters (:mod:`.events`), by the resync snapshots (:mod:`.resync`) and by
+the queue_log replay (:mod:`.queue_log`), and it reports each counted outcome
+to an :class:`OutcomeSink` (the Prometheus metrics).
+
+Per-call accounting (one record per queue caller channel, keyed by Uniqueid):
+
+* **offered** once, the first time the call is seen in a queue — a caller the
+  dialplan puts back into the queue after a ``Queue()`` timeout is the same
+  call and is not offered again;
+* **answered** once, at the first AgentConnect/CONNECT, with the wait from the
+  *first* queue entry (the citizen's wait, across re-entries); answered within
+  the service level when that wait is at most ``service_level`` seconds;
+* **abandoned** only when the caller's channel ends unanswered. Asterisk 22
+  sends QueueCallerAbandon on a ``Queue()`` timeout too, so that event is only
+  a hint (position, time); it becomes an abandon when the channel hangs up,
+  and is dropped when the dialplan reports the queue exit (``HotlinePath``
+  ``queue-exit``) or the caller re-enters the queue. A queue_log ``ABANDON``
+  is authoritative. Short abandon (秒挂): waited less than ``short_abandon``.
+
+Every outcome is counted once: finished calls are remembered (bounded by
+``retention``) so a resync or a queue_log replay that sees them again is a
+no-op. Resync snapshots carry a *mark* (the model's event sequence number when
+the snapshot was asked for): anything the live events changed after the mark
+wins over the older snapshot.
+"""
+from __future__ import annotations
+
+from collections import OrderedDict, deque
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Protocol as TypingProtocol
+
+from twisted.logger import Logger
+
+__all__ = [
+    "AbandonedCall",
+    "HotlineState",
+    "MemberSnapshot",
+    "NullSink",
+    "OutcomeSink",
+    "QueueSnapshot",
+    "QueueView",
+    "Registration",
+    "TrunkView",
+    "WaitingEntry",
+    "trunk_of_channel",
+]
+
+log = Logger()
+
+# Asterisk device states (QueueMemberStatus ``Status``).
+DEVICE_UNKNOWN, DEVICE_NOT_INUSE, DEVICE_INUSE, DEVICE_BUSY = 0, 1, 2, 3
+DEVICE_INVALID, DEVICE_UNAVAILABLE, DEVICE_RINGING, DEVICE_RINGINUSE, DEVICE_ONHOLD = 4, 5, 6, 7, 8
+_NOT_LOGGED_IN = {DEVICE_INVALID, DEVICE_UNAVAILABLE}
+_ON_A_CALL = {DEVICE_INUSE, DEVICE_BUSY, DEVICE_RINGINUSE, DEVICE_ONHOLD}
+_AVAILABLE = {DEVICE_UNKNOWN, DEVICE_NOT_INUSE}
+
+#: Dial() outcomes kept as label values; anything else is "other".
+DIAL_OUTCOMES = {
+    "ANSWER": "answer",
+    "BUSY": "busy",
+    "NOANSWER": "noanswer",
+    "CANCEL": "cancel",
+    "CONGESTION": "congestion",
+    "CHANUNAVAIL": "chanunavail",
+}
+
+
+class OutcomeSink(TypingProtocol):
+    """Where counted outcomes go (implemented by ``metrics.QueueMetrics``)."""
+
+    def queue_seen(self, queue: str) -> None: ...
+
+    def offered(self, queue: str) -> None: ...
+
+    def answered(self, queue: str, wait: float, within_service_level: bool) -> None: ...
+
+    def abandoned(self, queue: str, wait: float, short: bool) -> None: ...
+
+    def untracked(self, queue: str) -> None: ...
+
+    def ring_no_answer(self, queue: str) -> None: ...
+
+    def agent_rung(self, queue: str) -> None: ...
+
+    def completed(self, queue: str, talk_time: float) -> None: ...
+
+    def trunk_call(self, trunk: str, outcome: str) -> None: ...
+
+
+class NullSink:
+    """An :class:`OutcomeSink` that counts nothing."""
+
+    def queue_seen(self, queue: str) -> None:
+        pass
+
+    def offered(self, queue: str) -> None:
+        pass
+
+    def answered(self, queue: str, wait: float, within_service_level: bool) -> None:
+        pass
+
+    def abandoned(self, queue: str, wait: float, short: bool) -> None:
+        pass
+
+    def untracked(self, queue: str) -> None:
+        pass
+
+    def ring_no_answer(self, queue: str) -> None:
+        pass
+
+    def agent_rung(self, queue: str) -> None:
+        pass
+
+    def completed(self, queue: str, talk_time: float) -> None:
+        pass
+
+    def trunk_call(self, trunk: str, outcome: str) -> None:
+        pass
+
+
+# -- records and views ---------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class AbandonedCall:
+    """One abandoned call, for the missed-call list and the callback dialer."""
+
+    uniqueid: str
+    queue: str
+    joined_at: float
+    abandoned_at: float
+    wait: float
+    position: int
+    original_position: int
+    short: bool
+    #: the caller's number — personal data: never logged, never a metric label
+    caller: str = field(default="", repr=False)
+
+
+@dataclass
+class _Hint:
+    at: float
+    position: int
+    original_position: int
+
+
+@dataclass
+class _Call:
+    uniqueid: str
+    queue: str
+    joined_at: float
+    caller: str = field(default="", repr=False)
+    position: int = 0
+    original_position: int = 0
+    waiting: bool = False
+    outcome: str | None = None
+    answered_at: float | None = None
+    member: str = ""
+    completed: bool = False
+    hint: _Hint | None = None
+    seq: int = 0
+
+
+@dataclass
+class _Member:
+    interface: str
+    name: str
+    status: int
+    paused: bool
+    in_call: bool
+    seq: int = 0
+
+    @property
+    def logged_in(self) -> bool:
+        return self.status not in _NOT_LOGGED_IN
+
+    @property
+    def on_call(self) -> bool:
+        return self.logged_in and (self.in_call or self.status in _ON_A_CALL)
+
+    @property
+    def available(self) -> bool:
+        return self.logged_in and not self.paused and not self.on_call and self.status in _AVAILABLE
+
+
+@dataclass
+class _Channel:
+    name: str
+    trunk: str | None
+    seq: int
+
+
+@dataclass
+class _Contact:
+    reachable: bool | None
+    rtt: float | None
+
+
+@dataclass(frozen=True)
+class QueueView:
+    """A queue right now (the live gauges)."""
+
+    waiting: int
+    longest_wait: float
+    logged_in: int
+    available: int
+    paused: int
+    in_call: int
+
+
+@dataclass(frozen=True)
+class TrunkView:
+    """A trunk right now. ``None``: not known (no registration / no qualify)."""
+
+    registered: bool | None
+    reachable: bool | None
+    rtt: float | None
+    channels: int
+    capacity: int | None
+
+
+@dataclass(frozen=True)
+class MemberSnapshot:
+    interface: str
+    name: str
+    status: int
+    paused: bool
+    in_call: bool
+
+
+@dataclass(frozen=True)
+class WaitingEntry:
+    uniqueid: str
+    position: int
+    wait: float
+    caller: str = field(default="", repr=False)
+
+
+@dataclass(frozen=True)
+class QueueSnapshot:
+    """One queue as QueueStatus lists it (QueueParams, QueueMember…, QueueEntry…)."""
+
+    name: str
+    members: tuple[MemberSnapshot, ...] = ()
+    entries: tuple[WaitingEntry, ...] = ()
+
+
+@dataclass(frozen=True)
+class Registration:
+    """One outbound registration (PJSIPShowRegistrationsOutbound)."""
+
+    trunk: str
+    client_uri: str
+    server_uri: str
+    registered: bool
+
+
+def trunk_of_channel(channel: str, trunks: Iterable[str]) -> str | None:
+    """``PJSIP/carrier-0000002a`` → ``carrier`` when ``carrier`` is a trunk."""
+    tech, sep, rest = channel.partition("/")
+    if not sep or tech.upper() != "PJSIP":
+        return None
+    endpoint = rest.rsplit("-", 1)[0]
+    return endpoint if endpoint in trunks else None
+
+
+# -- the model -------------------------------------------------------------------
+
+
+class HotlineState:
+    """Queues, calls, members, channels and trunks, with per-call accounting."""
+
+    def __init__(
+        self,
+        sink: OutcomeSink | None = None,
+        *,
+        service_level: float = 15.0,
+        short_abandon: float = 5.0,
+        trunks: Iterable[str] = (),
+        trunk_capacity: Mapping[str, int] | None = None,
+        retention: int = 100_000,
+        abandoned_kept: int = 1000,
+    ) -> None:
+        if service_level <= 0 or short_abandon < 0:
+            raise ValueError("service_level must be positive and short_abandon not negative")
+        self.sink: OutcomeSink = sink or NullSink()
+        self.service_level = service_level
+        self.short_abandon = short_abandon
+        self.retention = retention
+        self.last_event_time: float | None = None
+        #: set by the queue_log replay while it feeds history
+        self.replaying = False
+        self._seq = 0
+        self._queues: set[str] = set()
+        self._calls: dict[str, _Call] = {}
+        self._finished: OrderedDict[str, str] = OrderedDict()
+        self._members: dict[str, dict[str, _Member]] = {}
+        self._channels: dict[str, _Channel] = {}
+        self._recent_hangups: OrderedDict[str, int] = OrderedDict()
+        self._trunks: set[str] = set(trunks)
+        self._capacity: dict[str, int] = dict(trunk_capacity or {})
+        self._trunks.update(self._capacity)
+        self._registered: dict[str, bool] = {}
+        self._registration_uris: dict[tuple[str, str], str] = {}
+        self._contacts: dict[str, dict[str, _Contact]] = {}
+        self._abandoned: deque[AbandonedCall] = deque(maxlen=abandoned_kept)
+        self._abandon_listeners: list[Callable[[AbandonedCall], None]] = []
+
+    # -- bookkeeping ----------------------------------------------------------------
+    def mark(self) -> int:
+        """The current event sequence number (taken before asking for a snapshot)."""
+        return self._seq
+
+    def _tick(self, at: float | None) -> int:
+        self._seq += 1
+        if at is not None and (self.last_event_time is None or at > self.last_event_time):
+            self.last_event_time = at
+        return self._seq
+
+    def _touch(self, call: _Call, seq: int) -> None:
+        """Remember that a live event changed ``call`` (replayed history does not count:
+        it is older than any snapshot taken after the reconnect)."""
+        if not self.replaying:
+            call.seq = seq
+
+    def _see_queue(self, queue: str) -> None:
+        if queue and queue not in self._queues:
+            self._queues.add(queue)
+            self.sink.queue_seen(queue)
+
+    def is_finished(self, uniqueid: str) -> bool:
+        return uniqueid in self._finished
+
+    def _call(self, uniqueid: str, queue: str, joined_at: float, caller: str = "") -> _Call | None:
+        """The active record, a new one (counted as offered), or None if finished."""
+        if not uniqueid or uniqueid in self._finished:
+            return None
+        call = self._calls.get(uniqueid)
+        if call is None:
+            self._see_queue(queue)
+            call = _Call(uniqueid, queue, joined_at, caller=caller)
+            self._calls[uniqueid] = call
+            self.sink.offered(queue)
+        elif caller and not call.caller:
+            call.caller = caller
+        return call
+
+    def _end(self, call: _Call) -> None:
+        self._calls.pop(call.uniqueid, None)
+        self._finished[call.uniqueid] = call.outcome or "unknown"
+        while len(self._finished) > self.retention:
+            self._finished.popitem(last=False)
+
+    def _answer(self, call: _Call, at: float, member: str) -> None:
+        wait = max(0.0, at - call.joined_at)
+        call.outcome = "answered"
+        call.answered_at = at
+        call.member = member
+        call.waiting = False
+        call.hint = None
+        self.sink.answered(call.queue, wait, wait <= self.service_level)
+
+    def _abandon(self, call: _Call, at: float, position: int, original_position: int) -> None:
+        wait = max(0.0, at - call.joined_at)
+        short = wait < self.short_abandon
+        call.outcome = "abandoned"
+        call.waiting = False
+        self.sink.abandoned(call.queue, wait, short)
+        record = AbandonedCall(
+            call.uniqueid,
+            call.queue,
+            call.joined_at,
+            at,
+            wait,
+            position or call.position,
+            original_position or call.original_position,
+            short,
+            caller=call.caller,
+        )
+        self._abandoned.append(record)
+        for listener in list(self._abandon_listeners):
+            try:
+                listener(record)
+            except Exception:  # a listener bug must not break the accounting
+                log.failure("abandon listener {listener!r} failed", listener=listener)
+
+    # -- calls ------------------------------------------------------------------------
+    def caller_joined(self, uniqueid: str, queue: str, at: float, position: int = 0, caller: str = "") -> None:
+        """QueueCallerJoin / ENTERQUEUE: the caller is (again) waiting in ``queue``."""
+        seq = self._tick(at)
+        call = self._call(uniqueid, queue, at, caller)
+        if call is None:
+            return
+        self._touch(call, seq)
+        if call.outcome is not None:
+            return
+        call.waiting = True
+        call.hint = None  # back in the queue: an earlier "abandon" was a timeout
+        if position:
+            call.position = position
+            call.original_position = call.original_position or position
+
+    def caller_left(self, uniqueid: str, at: float | None = None) -> None:
+        """QueueCallerLeave: no longer in the waiting list (answered, gone or timed out)."""
+        seq = self._tick(at)
+        call = self._calls.get(uniqueid)
+        if call is not None:
+            call.waiting = False
+            self._touch(call, seq)
+
+    def abandon_reported(
+        self, uniqueid: str, queue: str, at: float, position: int = 0, original_position: int = 0,
+        hold_time: float | None = None,
+    ) -> None:
+        """QueueCallerAbandon: left ``Queue()`` unanswered — hung up *or* timed out."""
+        seq = self._tick(at)
+        call = self._call(uniqueid, queue, at - (hold_time or 0.0))
+        if call is None or call.outcome is not None:
+            return
+        self._touch(call, seq)
+        call.waiting = False
+        call.hint = _Hint(at, position, original_position)
+
+    def queue_exited(self, uniqueid: str, at: float | None = None) -> None:
+        """The dialplan went on after ``Queue()`` (timeout, full …): the caller is still there."""
+        seq = self._tick(at)
+        call = self._calls.get(uniqueid)
+        if call is not None:
+            call.hint = None
+            call.waiting = False
+            self._touch(call, seq)
+
+    def agent_connected(
+        self, uniqueid: str, queue: str, at: float, member: str = "", hold_time: float | None = None
+    ) -> None:
+        """AgentConnect / CONNECT: an agent answered."""
+        seq = self._tick(at)
+        call = self._call(uniqueid, queue, at - (hold_time or 0.0))
+        if call is None:
+            return
+        self._touch(call, seq)
+        if call.outcome is None:
+            self._answer(call, at, member)
+
+    def agent_ring_no_answer(self, queue: str, at: float | None = None) -> None:
+        """AgentRingNoAnswer: an agent was rung and did not pick up."""
+        self._tick(at)
+        self._see_queue(queue)
+        self.sink.ring_no_answer(queue)
+
+    def call_abandoned(
+        self, uniqueid: str, queue: str, at: float, position: int = 0, original_position: int = 0,
+        wait: float | None = None,
+    ) -> None:
+        """queue_log ABANDON: the caller hung up while waiting (authoritative)."""
+        self._tick(at)
+        call = self._call(uniqueid, queue, at - (wait or 0.0))
+        if call is None or call.outcome is not None:
+            return
+        self._abandon(call, at, position, original_position)
+        self._end(call)
+
+    def agent_rung(self, queue: str, at: float | None = None) -> None:
+        """AgentCalled: a call is offered to (rings) an agent."""
+        self._tick(at)
+        self._see_queue(queue)
+        self.sink.agent_rung(queue)
+
+    def agent_completed(self, uniqueid: str, talk_time: float, at: float | None = None) -> None:
+        """AgentComplete: the agent part of an answered call is over (talk time counted once)."""
+        seq = self._tick(at)
+        call = self._calls.get(uniqueid)
+        if call is None or call.outcome != "answered" or call.completed:
+            return
+        call.completed = True
+        self._touch(call, seq)
+        self.sink.completed(call.queue, max(0.0, talk_time))
+
+    def call_completed(self, uniqueid: str, talk_time: float | None = None, at: float | None = None) -> None:
+        """queue_log COMPLETEAGENT/COMPLETECALLER: an answered call is over."""
+        if talk_time is not None:
+            self.agent_completed(uniqueid, talk_time, at)
+        else:
+            self._tick(at)
+        call = self._calls.get(uniqueid)
+        if call is not None and call.outcome == "answered":
+            self._end(call)
+
+    # -- channels -----------------------------------------------------------------------
+    def channel_created(self, uniqueid: str, channel: str, at: float | None = None) -> None:
+        seq = self._tick(at)
+        if uniqueid:
+            self._channels[uniqueid] = _Channel(channel, trunk_of_channel(channel, self._trunks), seq)
+
+    def channel_hungup(self, uniqueid: str, at: float) -> None:
+        """Hangup: the end of a channel — and of its queue call, if it had one."""
+        seq = self._tick(at)
+        self._channels.pop(uniqueid, None)
+        self._recent_hangups[uniqueid] = seq
+        while len(self._recent_hangups) > 10_000:
+            self._recent_hangups.popitem(last=False)
+        call = self._calls.get(uniqueid)
+        if call is None:
+            return
+        if call.outcome is None:
+            hint = call.hint
+            if hint is not None:
+                self._abandon(call, hint.at, hint.position, hint.original_position)
+            else:
+                self._abandon(call, at, call.position, call.original_position)
+        self._end(call)
+
+    @property
+    def active_channels(self) -> int:
+        return len(self._channels)
+
+    # -- members --------------------------------------------------------------------------
+    def member_changed(
+        self,
+        queue: str,
+        interface: str,
+        at: float | None = None,
+        *,
+        name: str | None = None,
+        status: int | None = None,
+        paused: bool | None = None,
+        in_call: bool | None = None,
+    ) -> None:
+        """QueueMemberStatus/Pause/Added: update what the event tells (None: unchanged)."""
+        seq = self._tick(at)
+        if not queue or not interface:
+            return
+        self._see_queue(queue)
+        members = self._members.setdefault(queue, {})
+        member = members.get(interface)
+        if member is None:
+            member = members[interface] = _Member(interface, name or interface, DEVICE_UNKNOWN, False, False)
+        if name:
+            member.name = name
+        if status is not None:
+            member.status = status
+        if paused is not None:
+            member.paused = paused
+        if in_call is not None:
+            member.in_call = in_call
+        member.seq = seq
+
+    def member_removed(self, queue: str, interface: str, at: float | None = None) -> None:
+        self._tick(at)
+        self._members.get(queue, {}).pop(interface, None)
+
+    # -- trunks ----------------------------------------------------------------------------
+    @property
+    def trunks(self) -> frozenset[str]:
+        return frozenset(self._trunks)
+
+    def _add_trunk(self, trunk: str) -> None:
+        if trunk and trunk not in self._trunks:
+            self._trunks.add(trunk)
+            for channel in self._channels.values():
+                channel.trunk = channel.trunk or trunk_of_channel(channel.name, self._trunks)
+
+    def apply_registrations(self, registrations: Iterable[Registration]) -> None:
+        """PJSIPShowRegistrationsOutbound: which registration is which trunk, and its state."""
+        self._tick(None)
+        for registration in registrations:
+            self._add_trunk(registration.trunk)
+            self._registration_uris[(registration.client_uri, registration.server_uri)] = registration.trunk
+            self._registered[registration.trunk] = registration.registered
+
+    def registry_event(self, client_uri: str, server_uri: str, status: str, at: float | None = None) -> str | None:
+        """Registry event; returns the trunk it was about (None: not a known registration)."""
+        self._tick(at)
+        trunk = self._registration_uris.get((client_uri, server_uri))
+        if trunk is None:
+            matches = {t for (_, server), t in self._registration_uris.items() if server == server_uri}
+            trunk = matches.pop() if len(matches) == 1 else None
+        if trunk is None:
+            return None
+        self._registered[trunk] = status.lower() == "registered"
+        return trunk
+
+    def contact_status(
+        self, endpoint: str, aor: str, uri: str, status: str, rtt_usec: float | None = None, at: float | None = None
+    ) -> str | None:
+        """ContactStatus of a trunk's contact; returns the trunk (None: not a trunk)."""
+        self._tick(at)
+        trunk = endpoint if endpoint in self._trunks else aor if aor in self._trunks else None
+        if trunk is None:
+            return None
+        contacts = self._contacts.setdefault(trunk, {})
+        state = status.lower()
+        if state == "removed":
+            contacts.pop(uri, None)
+        elif state == "reachable":
+            rtt = rtt_usec / 1e6 if rtt_usec is not None and rtt_usec >= 0 else None
+            contacts[uri] = _Contact(True, rtt)
+        elif state == "unreachable":
+            contacts[uri] = _Contact(False, None)
+        else:  # Created, Updated, Unknown, Unqualified: reachability not known
+            previous = contacts.get(uri)
+            contacts[uri] = previous if previous is not None and state == "updated" else _Contact(None, None)
+        return trunk
+
+    def dial_end(self, dest_channel: str, dial_status: str, at: float | None = None) -> str | None:
+        """DialEnd towards a trunk: counts the outbound call's outcome."""
+        self._tick(at)
+        trunk = trunk_of_channel(dest_channel, self._trunks)
+        if trunk is None or not dial_status:
+            return None
+        self.sink.trunk_call(trunk, DIAL_OUTCOMES.get(dial_status.upper(), "other"))
+        return trunk
+
+    # -- resync snapshots --------------------------------------------------------------------
+    def apply_queue_snapshot(self, queues: Iterable[QueueSnapshot], mark: int, now: float) -> None:
+        """QueueStatus after a (re)connect. Live changes after ``mark`` win."""
+        self._tick(None)
+        listed: set[str] = set()
+        for queue in queues:
+            listed.add(queue.name)
+            self._see_queue(queue.name)
+            old = self._members.get(queue.name, {})
+            members = {i: m for i, m in old.items() if m.seq > mark}
+            for m in queue.members:
+                if m.interface not in members:
+                    members[m.interface] = _Member(m.interface, m.name, m.status, m.paused, m.in_call, mark)
+            self._members[queue.name] = members
+            waiting = set()
+            for entry in queue.entries:
+                waiting.add(entry.uniqueid)
+                known = entry.uniqueid in self._calls
+                call = self._call(entry.uniqueid, queue.name, now - entry.wait, entry.caller)
+                if call is None or (known and call.seq > mark) or call.outcome is not None:
+                    continue
+                call.waiting = True
+                call.position = entry.position or call.position
+                call.original_position = call.original_position or entry.position
+            for call in self._calls.values():
+                if call.queue == queue.name and call.waiting and call.seq <= mark and call.uniqueid not in waiting:
+                    call.waiting = False
+        for name in list(self._members):
+            if name not in listed:
+                self._members[name] = {i: m for i, m in self._members[name].items() if m.seq > mark}
+
+    def refresh_queues(self, queues: Iterable[QueueSnapshot], mark: int, now: float) -> None:
+        """A periodic QueueStatus: correct waiting callers and members, count nothing.
+
+        Callers listed but unknown are left alone (their join event may still be
+        on its way; a reconnect's resync adopts such callers).
+        """
+        known = [
+            QueueSnapshot(q.name, q.members, tuple(e for e in q.entries if e.uniqueid in self._calls))
+            for q in queues
+        ]
+        self.apply_queue_snapshot(known, mark, now)
+
+    def apply_channel_snapshot(
+        self, channels: Mapping[str, str], mark: int, now: float, close_calls: bool = True
+    ) -> int:
+        """CoreShowChannels after a (re)connect (apply after the queue_log replay).
+
+        Calls whose channel is gone ended while we were away: with a pending
+        abandon hint they are abandoned; otherwise their outcome is unknown
+        (counted as untracked, never guessed). With ``close_calls`` false (the
+        replay that could settle them failed and will be retried) they are
+        left open. Returns how many were closed.
+        """
+        self._tick(None)
+        fresh: dict[str, _Channel] = {}
+        for uniqueid, name in channels.items():
+            if self._recent_hangups.get(uniqueid, -1) > mark:
+                continue
+            fresh[uniqueid] = _Channel(name, trunk_of_channel(name, self._trunks), mark)
+        for uniqueid, channel in self._channels.items():
+            if channel.seq > mark:
+                fresh[uniqueid] = channel
+        self._channels = fresh
+        closed = 0
+        if not close_calls:
+            return closed
+        for call in list(self._calls.values()):
+            if call.uniqueid in fresh or call.seq > mark:
+                continue
+            if call.outcome is None:
+                if call.hint is not None:
+                    self._abandon(call, call.hint.at, call.hint.position, call.hint.original_position)
+                else:
+                    self.sink.untracked(call.queue)
+                    log.warn("queue call {uniqueid} ended while AMI was away; outcome unknown", uniqueid=call.uniqueid)
+            self._end(call)
+            closed += 1
+        return closed
+
+    # -- views ----------------------------------------------------------------------------------
+    def queue_views(self, now: float) -> dict[str, QueueView]:
+        views = {}
+        for queue in sorted(self._queues):
+            waiting = [c for c in self._calls.values() if c.queue == queue and c.waiting]
+            members = self._members.get(queue, {}).values()
+            views[queue] = QueueView(
+                waiting=len(waiting),
+                longest_wait=max((max(0.0, now - c.joined_at) for c in waiting), default=0.0),
+                logged_in=sum(m.logged_in for m in members),
+                available=sum(m.available for m in members),
+                paused=sum(m.logged_in and m.paused for m in members),
+                in_call=sum(m.on_call for m in members),
+            )
+        return views
+
+    def trunk_views(self) -> dict[str, TrunkView]:
+        counts: dict[str, int] = {}
+        for channel in self._channels.values():
+            if channel.trunk is not None:
+                counts[channel.trunk] = counts.get(channel.trunk, 0) + 1
+        views = {}
+        for trunk in sorted(self._trunks):
+            contacts = self._contacts.get(trunk, {}).values()
+            known = [c.reachable for c in contacts if c.reachable is not None]
+            rtts = [c.rtt for c in contacts if c.reachable and c.rtt is not None]
+            views[trunk] = TrunkView(
+                registered=self._registered.get(trunk),
+                reachable=any(known) if known else None,
+                rtt=max(rtts) if rtts else None,
+                channels=counts.get(trunk, 0),
+                capacity=self._capacity.get(trunk),
+            )
+        return views
+
+    def waiting_calls(self) -> list[str]:
+        """Uniqueids of the callers waiting right now (tests, debugging)."""
+        return [c.uniqueid for c in self._calls.values() if c.waiting]
+
+    # -- abandoned-call list ------------------------------------------------------------------------
+    @property
+    def abandoned_calls(self) -> list[AbandonedCall]:
+        """The most recent abandoned calls, oldest first."""
+        return list(self._abandoned)
+
+    def add_abandon_listener(self, listener: Callable[[AbandonedCall], None]) -> None:
+        """``listener(call)`` for every abandon as it is counted (the callback dialer)."""
+        self._abandon_listeners.append(listener)

@@ -1,0 +1,235 @@
+"""What runs after every AMI (re)connect: snapshots and the queue_log replay.
+
+Order matters, so that nothing is missed and nothing is counted twice:
+
+1. take the model's *mark* (live events after it are newer than any snapshot);
+2. ``QueueStatus`` → members and waiting callers (new callers: offered once);
+3. ``PJSIPShowRegistrationsOutbound`` → which registration is which trunk;
+4. ``CoreShowChannels`` → the live channels (kept, applied in step 6);
+5. after a *re*connect: replay queue_log from the last event seen before the
+   loss (minus a margin: queue_log has whole seconds) — it settles the calls
+   that were answered or abandoned while we were away;
+6. apply the channel snapshot: a call whose channel is gone and that the
+   replay did not settle is closed (abandoned if Asterisk had reported it so,
+   otherwise "untracked", never guessed) — unless the replay failed: then the
+   calls stay open for the next resync's replay.
+
+Each step that fails is logged and skipped; the others still run. On the very
+first connection nothing is replayed: a fresh process starts its counters at
+zero and Prometheus treats that as a reset, so replaying history would count
+those calls twice.
+
+While a session lives, ``QueueStatus`` is asked again every
+``refresh_interval`` seconds: Asterisk drops events for a consumer that is
+slow to read (manager.conf ``writetimeout``), and a lost QueueCallerLeave
+must not keep a "waiting" caller — and the longest-wait alert — forever. The
+refresh only corrects the waiting list and the members; it counts nothing.
+"""
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Protocol as TypingProtocol
+
+from twisted.internet import defer
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.logger import Logger
+
+from ..ami.client import ActionSender
+from ..ami.codec import AmiMessage
+from .model import HotlineState, MemberSnapshot, QueueSnapshot, Registration, WaitingEntry
+from .queue_log import parse_lines, replay
+
+__all__ = ["Resync", "channel_snapshot", "queue_snapshots", "registrations"]
+
+log = Logger()
+
+ReadQueueLog = Callable[[float], Awaitable[list[str]]]
+
+
+class ResyncObserver(TypingProtocol):
+    def resynced(self, outcome: str) -> None: ...
+
+    def replayed(self, entries: int) -> None: ...
+
+
+def _int(value: str, default: int = 0) -> int:
+    try:
+        return int(value)
+    except ValueError:
+        return default
+
+
+def queue_snapshots(messages: Iterable[AmiMessage]) -> list[QueueSnapshot]:
+    """QueueStatus reply (QueueParams, QueueMember, QueueEntry events) → one snapshot per queue."""
+    members: dict[str, list[MemberSnapshot]] = {}
+    entries: dict[str, list[WaitingEntry]] = {}
+    order: list[str] = []
+
+    def queue_of(message: AmiMessage) -> str:
+        name = message.get("Queue")
+        if name and name not in members:
+            members[name], entries[name] = [], []
+            order.append(name)
+        return name
+
+    for m in messages:
+        if m.name == "QueueParams":
+            queue_of(m)
+        elif m.name == "QueueMember" and queue_of(m):
+            interface = m.get("Location") or m.get("Interface") or m.get("StateInterface")
+            if interface:
+                members[m.get("Queue")].append(
+                    MemberSnapshot(
+                        interface,
+                        m.get("Name") or m.get("MemberName") or interface,
+                        _int(m.get("Status")),
+                        m.get("Paused") == "1",
+                        m.get("InCall") == "1",
+                    )
+                )
+        elif m.name == "QueueEntry" and queue_of(m) and m.get("Uniqueid"):
+            entries[m.get("Queue")].append(
+                WaitingEntry(m.get("Uniqueid"), _int(m.get("Position")), float(_int(m.get("Wait"))),
+                             caller=m.get("CallerIDNum"))
+            )
+    return [QueueSnapshot(name, tuple(members[name]), tuple(entries[name])) for name in order]
+
+
+def channel_snapshot(messages: Iterable[AmiMessage]) -> dict[str, str]:
+    """CoreShowChannels reply → {uniqueid: channel name}."""
+    return {m.get("Uniqueid"): m.get("Channel") for m in messages if m.name == "CoreShowChannel" and m.get("Uniqueid")}
+
+
+def registrations(messages: Iterable[AmiMessage]) -> list[Registration]:
+    """PJSIPShowRegistrationsOutbound reply → registrations (trunk = its endpoint, else its name)."""
+    found = []
+    for m in messages:
+        if m.name != "OutboundRegistrationDetail":
+            continue
+        trunk = m.get("Endpoint") or m.get("ObjectName")
+        if trunk:
+            found.append(Registration(trunk, m.get("ClientUri"), m.get("ServerUri"), m.get("Status") == "Registered"))
+    return found
+
+
+class Resync:
+    """The ``on_ready`` hook of the AMI client (and ``on_lost`` via :meth:`connection_lost`)."""
+
+    def __init__(
+        self,
+        state: HotlineState,
+        *,
+        now: Callable[[], float],
+        read_queue_log: ReadQueueLog | None = None,
+        margin: float = 2.0,
+        observer: ResyncObserver | None = None,
+        clock: IReactorTime | None = None,
+        refresh_interval: float = 0.0,
+    ) -> None:
+        self.state = state
+        self.now = now
+        self.read_queue_log = read_queue_log
+        self.margin = margin
+        self.observer = observer
+        self.clock = clock
+        self.refresh_interval = refresh_interval
+        self._refresh_call: IDelayedCall | None = None
+        #: replay from here at the next resync (None: nothing missed yet)
+        self.replay_since: float | None = None
+        self._session_started: float | None = None
+
+    def connection_lost(self) -> None:
+        """Remember where the live stream stopped (the earliest, if several losses)."""
+        self._cancel_refresh()
+        last = self.state.last_event_time
+        if last is None:
+            last = self._session_started if self._session_started is not None else self.now()
+        if self.replay_since is None or last < self.replay_since:
+            self.replay_since = last
+
+    def __call__(self, ami: ActionSender) -> defer.Deferred:
+        return defer.Deferred.fromCoroutine(self.run(ami))
+
+    async def run(self, ami: ActionSender) -> str:
+        """One resync; returns ``ok``, ``partial`` or ``failed`` (also reported to the observer)."""
+        self._session_started = self.now()
+        mark = self.state.mark()
+        failures = 0
+
+        queues = await self._list(ami, "QueueStatus")
+        if queues is None:
+            failures += 1
+        else:
+            self.state.apply_queue_snapshot(queue_snapshots(queues), mark, self.now())
+
+        regs = await self._list(ami, "PJSIPShowRegistrationsOutbound")
+        if regs is None:
+            failures += 1
+        else:
+            self.state.apply_registrations(registrations(regs))
+
+        channels = await self._list(ami, "CoreShowChannels")
+        if channels is None:
+            failures += 1
+
+        replayed = True
+        if self.replay_since is not None and self.read_queue_log is not None:
+            since = self.replay_since - self.margin
+            try:
+                lines = await self.read_queue_log(since)
+            except Exception:  # an unreadable queue_log must not stop the rest of the resync
+                failures += 1
+                replayed = False
+                log.failure("queue_log replay from {since} failed", since=since)
+            else:
+                applied = replay(self.state, parse_lines(lines), since)
+                self.replay_since = None
+                log.info("queue_log: replayed {n} entries from {since}", n=applied, since=since)
+                if self.observer is not None:
+                    self.observer.replayed(applied)
+
+        if channels is not None:
+            # calls gone while away are closed only once the replay had its say
+            closed = self.state.apply_channel_snapshot(
+                channel_snapshot(channels), mark, self.now(), close_calls=replayed
+            )
+            if closed:
+                log.info("resync: {n} queue call(s) ended while AMI was away", n=closed)
+
+        outcome = "ok" if failures == 0 else "failed" if failures >= 3 else "partial"
+        if self.observer is not None:
+            self.observer.resynced(outcome)
+        self._schedule_refresh(ami)
+        return outcome
+
+    # -- periodic queue refresh ------------------------------------------------------------
+    def _schedule_refresh(self, ami: ActionSender) -> None:
+        self._cancel_refresh()
+        if self.clock is not None and self.refresh_interval > 0 and not getattr(ami, "closed", False):
+            self._refresh_call = self.clock.callLater(self.refresh_interval, self._refresh, ami)
+
+    def _cancel_refresh(self) -> None:
+        if self._refresh_call is not None and self._refresh_call.active():
+            self._refresh_call.cancel()
+        self._refresh_call = None
+
+    def _refresh(self, ami: ActionSender) -> None:
+        self._refresh_call = None
+        defer.Deferred.fromCoroutine(self.refresh(ami)).addErrback(
+            lambda failure: log.failure("queue refresh failed", failure)
+        )
+
+    async def refresh(self, ami: ActionSender) -> None:
+        """QueueStatus again: waiting callers and members only (nothing is counted)."""
+        mark = self.state.mark()
+        queues = await self._list(ami, "QueueStatus")
+        if queues is not None:
+            self.state.refresh_queues(queue_snapshots(queues), mark, self.now())
+        self._schedule_refresh(ami)
+
+    async def _list(self, ami: ActionSender, action: str) -> list[AmiMessage] | None:
+        try:
+            return await ami.send_action(action, event_list=True)
+        except Exception as exc:  # one failed action must not stop the others
+            log.warn("resync: {action} failed: {error}", action=action, error=str(exc) or type(exc).__name__)
+            return None

@@ -1,0 +1,1 @@
+"""AGI script handlers written in Python (most flows are data in ivr_flows/)."""

@@ -1,0 +1,221 @@
+"""The pure AGI codec: every reply shape Asterisk sends, quoting, and fuzzing."""
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from gateway.agi import codec
+from gateway.agi.codec import AgiProtocolError, AgiReply, HangupNotice
+
+
+def replies(data: bytes):
+    messages, rest = codec.parse_replies(data)
+    return messages, rest
+
+
+def test_result_one():
+    (reply,), rest = replies(b"200 result=1\n")
+    assert reply == AgiReply(code=200, result=1, value="1")
+    assert rest == b""
+
+
+def test_timeout_with_endpos():
+    (reply,), _ = replies(b"200 result=0 (timeout) endpos=0\n")
+    assert reply.result == 0 and reply.data == "timeout" and reply.extra == {"endpos": "0"}
+
+
+def test_minus_one_means_hung_up():
+    (reply,), _ = replies(b"200 result=-1\n")
+    assert reply.hung_up and reply.result == -1
+
+
+def test_510_unknown_command():
+    (reply,), _ = replies(b"510 Invalid or unknown command\n")
+    assert reply.code == 510 and not reply.ok and reply.text == "Invalid or unknown command"
+
+
+def test_511_dead_channel_counts_as_hang_up():
+    (reply,), _ = replies(b"511 Command Not Permitted on a dead channel or intercept routine\n")
+    assert reply.code == 511 and reply.hung_up
+
+
+def test_520_multiline_usage_block_waits_for_its_end():
+    head = b"520-Invalid command syntax.  Proper usage follows:\n Usage: STREAM FILE <filename>\n"
+    messages, rest = replies(head)
+    assert messages == [] and rest == head
+    messages, rest = replies(head + b"520 End of proper usage.\n")
+    (reply,) = messages
+    assert rest == b"" and reply.code == 520 and "Usage: STREAM FILE" in reply.text and "End of proper usage" in reply.text
+
+
+def test_520_block_followed_by_next_reply():
+    data = b"520-Invalid command syntax.  Proper usage follows:\nUsage: X\n520 End of proper usage.\n200 result=0\n"
+    messages, rest = replies(data)
+    assert [m.code for m in messages] == [520, 200] and rest == b""
+
+
+def test_single_line_520():
+    (reply,), _ = replies(b"520 Invalid command syntax.  Proper usage not available.\n")
+    assert reply.code == 520
+
+
+def test_hangup_notice_then_reply():
+    messages, _ = replies(b"HANGUP\n200 result=-1\n")
+    assert isinstance(messages[0], HangupNotice) and messages[1].hung_up
+
+
+def test_get_variable_value_with_spaces_and_parentheses():
+    (reply,), _ = replies(b"200 result=1 (hello (big) world)\n")
+    assert reply.data == "hello (big) world"
+
+
+def test_get_data_keeps_leading_zeros_and_empty_result():
+    (zeros,), _ = replies(b"200 result=0123\n")
+    assert zeros.value == "0123" and zeros.result == 123
+    (empty,), _ = replies(b"200 result= (timeout)\n")
+    assert empty.value == "" and empty.result is None and empty.data == "timeout"
+
+
+def test_digit_of_wait_for_digit():
+    (reply,), _ = replies(b"200 result=49\n")
+    assert reply.digit == "1"
+    (none,), _ = replies(b"200 result=0\n")
+    assert none.digit is None
+
+
+def test_partial_line_stays_in_rest():
+    messages, rest = replies(b"200 result=1\n200 res")
+    assert len(messages) == 1 and rest == b"200 res"
+
+
+def test_crlf_line_endings():
+    (reply,), _ = replies(b"200 result=1\r\n")
+    assert reply.result == 1
+
+
+def test_garbage_is_a_protocol_error():
+    with pytest.raises(AgiProtocolError):
+        replies(b"hello there\n")
+
+
+def test_overlong_unterminated_line_is_refused():
+    with pytest.raises(AgiProtocolError):
+        codec.parse_replies(b"2" * 100, max_line=50)
+
+
+def test_environment_parsing_and_script_name():
+    env = codec.parse_environment(
+        [
+            b"agi_network: yes",
+            b"agi_network_script: main?lang=zh",
+            b"agi_request: agi://127.0.0.1:4573/main?lang=zh",
+            b"agi_uniqueid: 1700000000.42",
+            b"agi_callerid: 13800138000",
+            b"agi_arg_1: first",
+            b"agi_arg_2: second one",
+        ]
+    )
+    assert env.network_script == "main"
+    assert env.uniqueid == "1700000000.42"
+    assert env.caller_id == "13800138000"
+    assert env.arguments == ("first", "second one")
+
+
+def test_unknown_callerid_is_empty():
+    env = codec.parse_environment([b"agi_request: agi://x/main", b"agi_callerid: unknown"])
+    assert env.caller_id == ""
+
+
+def test_malformed_environment_line():
+    with pytest.raises(AgiProtocolError):
+        codec.parse_environment([b"agi_request agi://x/main"])
+
+
+def test_environment_without_request_is_refused():
+    with pytest.raises(AgiProtocolError):
+        codec.parse_environment([b"agi_channel: Local/x"])
+
+
+def test_format_quotes_every_argument():
+    assert codec.format_command("STREAM FILE", "hotline/welcome", "") == b'STREAM FILE "hotline/welcome" ""\n'
+    assert codec.format_command("SET VARIABLE", "X", 'say "hi" \\ there') == (
+        b'SET VARIABLE "X" "say \\"hi\\" \\\\ there"\n'
+    )
+
+
+def test_format_refuses_line_breaks_in_arguments():
+    with pytest.raises(ValueError):
+        codec.format_command("SET VARIABLE", "X", "a\nHANGUP")
+
+
+def test_format_utf8_argument():
+    assert codec.format_command("VERBOSE", "市民来电", 1) == 'VERBOSE "市民来电" "1"\n'.encode()
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.binary(max_size=400))
+def test_fuzz_any_bytes_parse_or_fail_cleanly(data):
+    """Any bytes: a list of messages and a rest, or AgiProtocolError — never another exception."""
+    try:
+        messages, rest = codec.parse_replies(data)
+    except AgiProtocolError:
+        return
+    assert isinstance(rest, bytes) and len(rest) <= len(data)
+    for message in messages:
+        assert isinstance(message, (AgiReply, HangupNotice))
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(
+        st.one_of(
+            st.builds(lambda n: f"200 result={n}\n".encode(), st.integers(-1, 255)),
+            st.builds(lambda d: f"200 result=1 ({d})\n".encode(), st.text(alphabet=st.characters(blacklist_characters="\r\n", blacklist_categories=("Cs",)), max_size=30)),
+            st.just(b"HANGUP\n"),
+            st.just(b"511 Command Not Permitted on a dead channel or intercept routine\n"),
+            st.just(b"520-Invalid command syntax.  Proper usage follows:\nUsage: X\n520 End of proper usage.\n"),
+        ),
+        max_size=8,
+    ),
+    st.integers(0, 400),
+)
+def test_fuzz_valid_stream_split_anywhere_gives_same_messages(chunks, cut):
+    """A valid stream split at any byte parses to the same messages as in one piece."""
+    data = b"".join(chunks)
+    whole, rest = codec.parse_replies(data)
+    assert rest == b""
+    cut = min(cut, len(data))
+    first, rest = codec.parse_replies(data[:cut])
+    second, rest = codec.parse_replies(rest + data[cut:])
+    assert first + second == whole and rest == b""
+
+
+@given(st.text(alphabet=st.characters(blacklist_characters="\r\n\x00", blacklist_categories=("Cs",)), max_size=40))
+def test_quoting_round_trips_through_asterisk_style_unquote(arg):
+    """What format_command quotes, an Asterisk-style parse_args reads back unchanged."""
+    line = codec.format_command("X", arg).decode()[2:-1]
+    assert _asterisk_parse_args(line) == [arg]
+
+
+def _asterisk_parse_args(text: str) -> list[str]:
+    """A transcription of res_agi.c parse_args (quotes and backslash escapes)."""
+    args, current, quoted, escaped, started = [], [], False, False, False
+    for ch in text:
+        if escaped:
+            current.append(ch)
+            escaped = False
+            started = True
+        elif ch == "\\":
+            escaped = True
+        elif ch == '"':
+            quoted = not quoted
+            started = True
+        elif ch in " \t" and not quoted:
+            if started:
+                args.append("".join(current))
+                current, started = [], False
+        else:
+            current.append(ch)
+            started = True
+    if started:
+        args.append("".join(current))
+    return args

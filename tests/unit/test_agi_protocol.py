@@ -1,0 +1,271 @@
+"""FastAGI protocol and server over StringTransport with task.Clock."""
+
+import pytest
+
+from gateway.agi.registry import DuplicateScript, ScriptRegistry
+from gateway.agi.session import AgiCommandError
+
+from .helpers import connect, env, make_factory, sent_lines
+
+
+def registry_with(handler, name="main"):
+    scripts = ScriptRegistry()
+    scripts.register(name, handler)
+    return scripts
+
+
+def test_registry_refuses_duplicates():
+    scripts = ScriptRegistry()
+    scripts.register("main", lambda s: None)
+    with pytest.raises(DuplicateScript):
+        scripts.register("/main", lambda s: None)
+
+
+def test_commands_go_one_at_a_time_and_replies_fire_in_order():
+    seen = []
+
+    async def flow(session):
+        await session.answer()
+        seen.append(await session.get_variable("X"))
+        await session.queue("12345", 5)
+
+    factory, clock, store, registry = make_factory(registry_with(flow))
+    proto, transport = connect(factory)
+    proto.dataReceived(env())
+    assert sent_lines(transport) == ["ANSWER"]
+    proto.dataReceived(b"200 result=0\n")
+    assert sent_lines(transport)[-1] == 'GET VARIABLE "X"'
+    proto.dataReceived(b"200 result=1 (a value)\n")
+    assert seen == ["a value"]
+    for _ in range(3):
+        proto.dataReceived(b"200 result=1\n")
+    lines = sent_lines(transport)
+    assert lines[2:] == [
+        'SET VARIABLE "HOTLINE_QUEUE" "12345"',
+        'SET VARIABLE "HOTLINE_PRIORITY" "5"',
+        'SET VARIABLE "HOTLINE_NEXT" "queue"',
+    ]
+    assert transport.disconnecting, "the session closes so the dialplan takes over"
+    (record,) = store.ended
+    assert record.outcome == "handoff_queue" and record.handoff == "queue:12345"
+    assert registry.get_sample_value("hotline_fastagi_sessions_total", {"script": "main", "outcome": "handoff_queue"}) == 1
+    assert registry.get_sample_value("hotline_fastagi_command_duration_seconds_count", {"command": "set"}) == 3
+
+
+def test_reply_split_across_reads():
+    got = []
+
+    async def flow(session):
+        got.append(await session.wait_for_digit(1000))
+
+    factory, clock, store, _ = make_factory(registry_with(flow))
+    proto, transport = connect(factory)
+    for byte in env():
+        proto.dataReceived(bytes([byte]))
+    assert sent_lines(transport) == ['WAIT FOR DIGIT "1000"']
+    proto.dataReceived(b"200 res")
+    proto.dataReceived(b"ult=50\n")
+    assert got == ["2"]
+
+
+def test_caller_hangs_up_mid_command_closes_record_without_traceback():
+    async def flow(session):
+        await session.play("welcome")
+        raise AssertionError("must not get here")
+
+    factory, clock, store, registry = make_factory(registry_with(flow))
+    proto, transport = connect(factory)
+    proto.dataReceived(env())
+    proto.dataReceived(b"HANGUP\n200 result=-1 endpos=1200\n")
+    (record,) = store.ended
+    assert record.outcome == "caller_hangup"
+    assert registry.get_sample_value("hotline_fastagi_errors_total", {"kind": "flow"}) is None
+
+
+def test_connection_lost_mid_command_errbacks_pending():
+    async def flow(session):
+        await session.play("welcome")
+
+    factory, clock, store, _ = make_factory(registry_with(flow))
+    proto, transport = connect(factory)
+    proto.dataReceived(env())
+    proto.connectionLost()
+    (record,) = store.ended
+    assert record.outcome == "caller_hangup"
+
+
+def test_command_after_hangup_notice_is_not_sent():
+    async def flow(session):
+        await session.answer()
+        await session.answer()
+
+    factory, clock, store, _ = make_factory(registry_with(flow))
+    proto, transport = connect(factory)
+    proto.dataReceived(env())
+    proto.dataReceived(b"HANGUP\n200 result=0\n")
+    assert sent_lines(transport) == ["ANSWER"]
+    assert store.ended[0].outcome == "caller_hangup"
+
+
+def test_command_timeout_fails_the_command_and_drops_the_connection():
+    async def flow(session):
+        await session.answer()
+
+    factory, clock, store, registry = make_factory(registry_with(flow), command_timeout=3)
+    proto, transport = connect(factory)
+    proto.dataReceived(env())
+    clock.advance(2.9)
+    assert not store.ended
+    clock.advance(0.2)
+    assert store.ended[0].outcome == "agi_timeout"
+    assert registry.get_sample_value("hotline_fastagi_errors_total", {"kind": "timeout"}) == 1
+    assert transport.disconnecting
+
+
+def test_wait_for_digit_timeout_allows_its_own_wait():
+    async def flow(session):
+        await session.wait_for_digit(20000)
+
+    factory, clock, store, _ = make_factory(registry_with(flow), command_timeout=3)
+    proto, transport = connect(factory)
+    proto.dataReceived(env())
+    clock.advance(20)
+    assert not store.ended, "a 20 s digit wait must not be cut at the 3 s command timeout"
+    proto.dataReceived(b"200 result=0\n")
+    assert store.ended[0].outcome == "completed"
+
+
+def test_header_timeout_closes_silent_connection():
+    factory, clock, store, registry = make_factory(registry_with(lambda s: None), header_timeout=5)
+    proto, transport = connect(factory)
+    proto.dataReceived(b"agi_network: yes\n")
+    clock.advance(5)
+    assert transport.disconnecting
+    assert registry.get_sample_value("hotline_fastagi_errors_total", {"kind": "protocol"}) == 1
+
+
+def test_overlong_line_drops_connection():
+    async def flow(session):
+        await session.answer()
+
+    factory, clock, store, registry = make_factory(registry_with(flow), max_line=100)
+    proto, transport = connect(factory)
+    proto.dataReceived(env())
+    proto.dataReceived(b"2" * 500)
+    assert transport.disconnecting
+    assert store.ended[0].outcome == "protocol_error"
+
+
+def test_garbage_reply_is_a_protocol_error_not_a_crash():
+    async def flow(session):
+        await session.answer()
+
+    factory, clock, store, registry = make_factory(registry_with(flow))
+    proto, transport = connect(factory)
+    proto.dataReceived(env())
+    proto.dataReceived(b"what is this\n")
+    assert transport.disconnecting
+    assert store.ended[0].outcome == "protocol_error"
+
+
+def test_data_after_disconnecting_is_ignored():
+    async def flow(session):
+        await session.answer()
+        await session.answer()
+
+    factory, clock, store, registry = make_factory(registry_with(flow))
+    proto, transport = connect(factory)
+    proto.dataReceived(env())
+    proto.dataReceived(b"nonsense\n")
+    written = transport.value()
+    proto.dataReceived(b"200 result=0\n")
+    assert transport.value() == written
+
+
+def test_unknown_script_is_counted_and_closed():
+    factory, clock, store, registry = make_factory(registry_with(lambda s: None, name="main"))
+    proto, transport = connect(factory)
+    proto.dataReceived(env("nosuch"))
+    assert transport.disconnecting and transport.value() == b""
+    assert registry.get_sample_value("hotline_fastagi_errors_total", {"kind": "unknown_script"}) == 1
+
+
+def test_flow_bug_falls_back_to_dialplan_queue():
+    async def flow(session):
+        raise KeyError("bug")
+
+    factory, clock, store, registry = make_factory(registry_with(flow))
+    proto, transport = connect(factory)
+    proto.dataReceived(env())
+    assert store.ended[0].outcome == "flow_error"
+    assert registry.get_sample_value("hotline_call_handoffs_total", {"kind": "fallback"}) == 1
+    assert transport.disconnecting
+
+
+def test_rejected_command_raises_command_error():
+    caught = []
+
+    async def flow(session):
+        try:
+            await session.command("NOT A COMMAND")
+        except AgiCommandError as exc:
+            caught.append(exc.reply.code)
+            raise
+
+    factory, clock, store, registry = make_factory(registry_with(flow))
+    proto, transport = connect(factory)
+    proto.dataReceived(env())
+    proto.dataReceived(b"510 Invalid or unknown command\n")
+    assert caught == [510]
+    assert store.ended[0].outcome == "command_error"
+
+
+def test_session_watchdog_cuts_endless_flow():
+    async def flow(session):
+        while True:
+            await session.wait_for_digit(1000)
+
+    factory, clock, store, registry = make_factory(registry_with(flow), session_timeout=60)
+    proto, transport = connect(factory)
+    proto.dataReceived(env())
+    for _ in range(61):
+        clock.advance(1)
+        if transport.disconnecting:
+            break
+        proto.dataReceived(b"200 result=0\n")
+    assert transport.disconnecting
+    assert registry.get_sample_value("hotline_fastagi_errors_total", {"kind": "session_timeout"}) == 1
+
+
+def test_record_path_and_masked_caller():
+    async def flow(session):
+        session.step("hello")
+        await session.transfer("water")
+
+    factory, clock, store, _ = make_factory(registry_with(flow))
+    proto, transport = connect(factory)
+    proto.dataReceived(env())
+    proto.dataReceived(b"200 result=1\n200 result=1\n")
+    (record,) = store.ended
+    assert record.path == ["hello", "transfer:water"]
+    assert record.caller == "13800138000" and record.caller_masked == "138****8000"
+    assert record.as_hash()["caller_masked"] == "138****8000"
+
+
+def test_record_file_ended_by_hang_up_still_returns_the_recording():
+    """A caller who hangs up instead of pressing # has left a message; dead-safe SET VARIABLE still goes out."""
+    got = []
+
+    async def flow(session):
+        got.append(await session.record("/tmp/msg", silence_s=5))
+        await session.set_variable("HOTLINE_SERVED", "voice_message")
+        await session.play("thanks")
+
+    factory, clock, store, _ = make_factory(registry_with(flow))
+    proto, transport = connect(factory)
+    proto.dataReceived(env())
+    proto.dataReceived(b"HANGUP\n200 result=-1 (hangup) endpos=24000\n")
+    assert got[0].ended_by == "hangup" and got[0].end_position == 24000
+    assert sent_lines(transport)[-1] == 'SET VARIABLE "HOTLINE_SERVED" "voice_message"'
+    proto.dataReceived(b"200 result=1\n")
+    assert store.ended[0].outcome == "caller_hangup"

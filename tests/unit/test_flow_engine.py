@@ -1,0 +1,287 @@
+"""The flow engine over a scripted fake session: every node kind and every safety rule."""
+import datetime as dt
+import textwrap
+
+import pytest
+from twisted.internet import defer, task
+
+from gateway.flows.engine import FlowRunner
+from gateway.flows.loader import build_flow
+from gateway.flows.services import NullServices, OrderStatus, ServiceUnavailable
+
+import yaml
+
+from .test_flows import FakeSession
+
+STATUS_PROMPTS = {
+    "order_intro": "您的工单",
+    "status_unknown": "状态未知",
+    **{f"status_{k}": k for k in ("received", "dispatched", "processing", "completed", "closed", "reopened")},
+}
+
+
+def flow_from(text, prompts=None):
+    data = yaml.safe_load(textwrap.dedent(text))
+    data.setdefault("prompts", {}).update(prompts or {})
+    return build_flow(data, "test.yaml", "abc")
+
+
+class Services(NullServices):
+    def __init__(self, now=dt.datetime(2026, 11, 23, 10, 0), **kw):  # a Monday
+        clock = task.Clock()
+        super().__init__(clock)
+        clock.advance(now.replace(tzinfo=self.timezone).timestamp())
+        self.lists = kw.get("lists", {})
+        self.orders = kw.get("orders", {})
+        self.open_orders = kw.get("open_orders", {})
+        self.down = kw.get("down", False)
+        self.callbacks, self.jobs = [], []
+
+    async def caller_in(self, list_name, number):
+        if self.down:
+            raise ServiceUnavailable("redis down")
+        return number in self.lists.get(list_name, ())
+
+    async def order_status(self, number):
+        if self.down:
+            raise ServiceUnavailable("redis down")
+        return self.orders.get(number)
+
+    async def open_order_for(self, caller):
+        if self.down:
+            raise ServiceUnavailable("redis down")
+        return self.open_orders.get(caller)
+
+    async def request_callback(self, request):
+        if self.down:
+            raise ServiceUnavailable("redis down")
+        self.callbacks.append(request)
+        return True
+
+    async def voice_message(self, job):
+        if self.down:
+            raise ServiceUnavailable("redis down")
+        self.jobs.append(job)
+        return True
+
+
+def run(flow, session, services=None):
+    d = defer.Deferred.fromCoroutine(FlowRunner(flow, services=services or Services()).run(session))
+    failures = []
+    d.addErrback(failures.append)
+    assert not failures, failures[0].getTraceback()
+    return session
+
+
+MENU = """
+flow: m
+prompts: {menu: 菜单, bad: 按键无效, water_info: 供水, hi: 你好}
+start: top
+nodes:
+  top:
+    type: menu
+    prompt: menu
+    invalid_prompt: bad
+    retries: 2
+    options: {"1": water, "2": info}
+  water: {type: transfer, target: water, announce: water_info}
+  info: {type: prompt, prompt: hi, next: agent}
+  agent: {type: queue}
+"""
+
+
+def test_menu_choice_transfers_and_sets_screen_pop():
+    session = run(flow_from(MENU), FakeSession(keys=["1"]))
+    assert session.actions[-1] == ("transfer", "water")
+    assert session.channel_vars["HOTLINE_CHOICES"] == "top=1"
+
+
+def test_menu_star_repeats_then_choice():
+    session = run(flow_from(MENU), FakeSession(keys=["*", "2"]))
+    assert [a for a in session.actions if a[0] == "play"][:2] == [("play", "menu"), ("play", "menu")]
+    assert "menu:top:repeat" in session.path and session.actions[-1][0] == "queue"
+
+
+def test_menu_zero_reaches_agent_at_once():
+    session = run(flow_from(MENU), FakeSession(keys=["0"]))
+    assert session.actions[-1] == ("queue", "12345", 0)
+    assert "menu:top:agent" in session.path
+
+
+def test_menu_invalid_keys_retry_then_queue_never_hang_up():
+    session = run(flow_from(MENU), FakeSession(keys=["7", "8", "9"]))
+    assert session.path.count("menu:top:invalid") == 3
+    assert session.actions.count(("play", "bad")) == 2
+    assert session.actions[-1] == ("queue", "12345", 0)
+    assert ("hangup",) not in session.actions
+
+
+def test_menu_silence_times_out_to_queue():
+    session = run(flow_from(MENU), FakeSession(keys=[]))
+    assert session.path.count("menu:top:timeout") == 3 and session.actions[-1][0] == "queue"
+
+
+STATUS = """
+flow: s
+prompts: {enter: 请输入工单号, bad: 号码有误, unknown: 查无此单, err: 系统繁忙}
+start: number
+nodes:
+  number: {type: input, prompt: enter, variable: order, max_digits: 12, min_digits: 6, invalid_prompt: bad, next: say}
+  say: {type: order_status, variable: order, unknown_prompt: unknown, error_prompt: err, next: agent}
+  agent: {type: queue}
+"""
+
+
+def test_order_status_known_number_is_spoken():
+    services = Services(orders={"20261121001": OrderStatus("20261121001", "processing")})
+    session = run(flow_from(STATUS, STATUS_PROMPTS), FakeSession(keys=["20261121001"]), services)
+    assert ("say_digits", "20261121001") in session.actions
+    assert ("play", "status_processing") in session.actions
+    assert session.actions[-1][0] == "queue"
+
+
+def test_order_status_unknown_number_gets_clear_message_and_agent():
+    session = run(flow_from(STATUS, STATUS_PROMPTS), FakeSession(keys=["999999"]), Services())
+    assert ("play", "unknown") in session.actions and session.actions[-1][0] == "queue"
+
+
+def test_input_too_short_is_retried():
+    services = Services(orders={"123456": OrderStatus("123456", "closed")})
+    session = run(flow_from(STATUS, STATUS_PROMPTS), FakeSession(keys=["12", "123456"]), services)
+    assert ("play", "bad") in session.actions and ("play", "status_closed") in session.actions
+
+
+def test_order_store_down_goes_to_agent():
+    session = run(flow_from(STATUS, STATUS_PROMPTS), FakeSession(keys=["123456"]), Services(down=True))
+    assert ("play", "err") in session.actions and session.actions[-1][0] == "queue"
+    assert "order_status:unavailable" in session.path
+
+
+LOOKUP = """
+flow: p
+prompts: {hi: 你好}
+start: who
+nodes:
+  who: {type: caller_lookup, priority_list: elderly, priority: 10, next: greet}
+  greet: {type: prompt, prompt: hi, next: agent}
+  agent: {type: queue}
+"""
+
+
+def test_priority_caller_joins_with_priority_and_screen_pop():
+    services = Services(lists={"elderly": {"13800138000"}})
+    session = run(flow_from(LOOKUP, STATUS_PROMPTS), FakeSession(), services)
+    assert session.actions[-1] == ("queue", "12345", 10)
+    assert session.channel_vars["HOTLINE_PRIORITY_CALLER"] == "1"
+
+
+def test_repeat_caller_open_order_in_screen_pop():
+    services = Services(open_orders={"13800138000": OrderStatus("20261120007", "dispatched")})
+    session = run(flow_from(LOOKUP, STATUS_PROMPTS), FakeSession(), services)
+    assert session.channel_vars["HOTLINE_OPEN_ORDER"] == "20261120007"
+    assert session.channel_vars["HOTLINE_REPEAT_CALLER"] == "1"
+
+
+def test_lookup_with_redis_down_still_reaches_agent():
+    session = run(flow_from(LOOKUP, STATUS_PROMPTS), FakeSession(), Services(down=True))
+    assert session.actions[-1] == ("queue", "12345", 0)
+
+
+BRANCH = """
+flow: b
+settings: {top_menu: false}
+prompts: {day: 白天, night: 夜间, peak: 繁忙}
+start: check
+nodes:
+  check:
+    type: branch
+    cases:
+      - when: {queue_wait_over: 100}
+        next: busy
+      - when: {time: "08:00-18:00", days: workdays}
+        next: day
+    default: night
+  busy: {type: prompt, prompt: peak, next: agent}
+  day: {type: prompt, prompt: day, next: agent}
+  night: {type: prompt, prompt: night, next: agent}
+  agent: {type: queue}
+"""
+
+
+def test_branch_on_workday_hours():
+    session = run(flow_from(BRANCH), FakeSession(queue_state="0,2,1,0,120"), Services(dt.datetime(2026, 11, 23, 10)))
+    assert ("play", "day") in session.actions
+
+
+def test_branch_on_statutory_holiday():
+    # 2026-10-01 National Day is a Thursday but not a working day.
+    session = run(flow_from(BRANCH), FakeSession(queue_state="0,2,1,0,120"), Services(dt.datetime(2026, 10, 1, 10)))
+    assert ("play", "night") in session.actions
+
+
+def test_branch_on_estimated_wait():
+    session = run(flow_from(BRANCH), FakeSession(queue_state="5,2,0,0,120"), Services())
+    assert ("play", "peak") in session.actions
+
+
+PEAK = """
+flow: k
+prompts: {offer: 按1回拨按2留言, ok: 已登记, beep: 请留言, thanks: 谢谢}
+start: offer
+nodes:
+  offer:
+    type: menu
+    prompt: offer
+    options: {"1": callback, "2": message}
+  callback: {type: callback_request, done_prompt: ok, next: bye}
+  message: {type: record, prompt: beep, max_seconds: 60, silence_seconds: 4, done_prompt: thanks, next: bye}
+  bye: {type: hangup}
+"""
+
+
+def test_callback_request_is_stored_with_place_in_line():
+    services = Services()
+    session = run(flow_from(PEAK), FakeSession(keys=["1"], queue_state="7,3,0,50,200"), services)
+    (request,) = services.callbacks
+    assert request["position"] == 8 and request["caller"] == "13800138000" and request["queue"] == "12345"
+    assert session.actions[-1] == ("hangup",)
+
+
+def test_voice_message_becomes_a_job_with_call_metadata():
+    services = Services()
+    session = run(flow_from(PEAK), FakeSession(keys=["2"]), services)
+    (job,) = services.jobs
+    assert job["call_id"] == "1700000000.1" and job["path"].endswith(".wav") and job["caller"] == "13800138000"
+    assert job["choices"] == ["offer=2"]
+    assert session.channel_vars["HOTLINE_SERVED"] == "voice_message", "not a missed call for the safety net"
+
+
+def test_callback_store_down_keeps_caller_in_queue():
+    session = run(flow_from(PEAK), FakeSession(keys=["1"]), Services(down=True))
+    assert session.actions[-1][0] == "queue" and ("hangup",) not in session.actions
+
+
+def test_voice_message_store_down_keeps_caller_in_queue():
+    session = run(flow_from(PEAK), FakeSession(keys=["2"]), Services(down=True))
+    assert session.actions[-1][0] == "queue"
+
+
+def test_emergency_key_during_greeting_transfers_with_reason():
+    flow = flow_from("""
+    flow: e
+    prompts: {hi: 你好, police: 正在为您转接110}
+    start: greet
+    nodes:
+      greet: {type: prompt, prompt: hi, keys: {"9": police}, next: agent}
+      police: {type: transfer, target: police-110, announce: police, reason: emergency-key}
+      agent: {type: queue}
+    """)
+    session = run(flow, FakeSession(keys=["9"]))
+    assert session.actions[-1] == ("transfer", "police-110") and "reason:emergency-key" in session.path
+
+
+def test_reserved_menu_keys_are_refused_at_load():
+    from gateway.flows.loader import FlowError
+
+    with pytest.raises(FlowError, match="reserved"):
+        flow_from(MENU.replace('"2": info', '"0": info'))
