@@ -132,9 +132,23 @@ class Asterisk:
         procs.write_pid(self.pid_file, pid)
         report(f"asterisk: started (pid {pid}), log {self.log_file}")
         self._wait_booted(pid, boot_timeout)
-        self.boot_log = self.log_file.read_text(errors="replace")
+        self.boot_log = self._read_boot_log()
         report(f"asterisk: fully booted ({self.version().split(' built')[0]})")
         return pid
+
+    def _read_boot_log(self, timeout: float = 10.0) -> str:
+        """The console log up to "Asterisk Ready".
+
+        ``core waitfullybooted`` answers as soon as the boot flag is set, which can be
+        before the console's "Asterisk Ready" line reaches the log file (stdout is a
+        pipe, written by another thread): wait for that line rather than race it.
+        """
+        deadline = time.monotonic() + timeout
+        text = self.log_file.read_text(errors="replace")
+        while "Asterisk Ready" not in text and time.monotonic() < deadline:
+            time.sleep(0.1)
+            text = self.log_file.read_text(errors="replace")
+        return text
 
     def _wait_booted(self, pid: int, timeout: float) -> None:
         deadline = time.monotonic() + timeout
