@@ -23,7 +23,7 @@ from typing import Any, get_type_hints
 __all__ = ["ConfigError", "GatewayConfig", "load_config"]
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-SECRET_FIELDS = {("ami", "secret")}
+SECRET_FIELDS = {("ami", "secret"), ("callbacks", "api_token")}
 
 
 class ConfigError(ValueError):
@@ -132,6 +132,69 @@ class FlowsConfig:
 
 
 @dataclass(frozen=True)
+class DialerConfig:
+    """The outbound dialer core (callbacks now, surveys next)."""
+
+    #: off until the operator switches it on (it needs AMI and Redis)
+    enabled: bool = False
+    #: PJSIP trunk the outbound calls use (capacity shared with inbound)
+    trunk: str = "carrier"
+    #: the trunk's channels; ``reserve`` of them are never used by outbound calls
+    trunk_channels: int = 30
+    inbound_reserve: int = 10
+    max_outbound: int = 5
+    #: new outbound calls per second on the trunk
+    calls_per_second: float = 1.0
+    #: number kinds that may be dialled: mobile, landline, tollfree, shared, premium, international
+    allowed_kinds: str = "mobile,landline"
+    #: area code completing a local landline number written without it ("020")
+    local_area_code: str = ""
+    #: daily call window in local time (flows.timezone)
+    window_start: str = "08:00"
+    window_end: str = "21:00"
+    #: allow | statutory (no calls on statutory holidays) | workdays
+    holidays: str = "statutory"
+    #: extra closed days, "2026-12-24,2026-12-31"
+    closed_days: str = ""
+    #: attempts per number per 24 h (all jobs together)
+    per_number_cap: int = 3
+    max_attempts: int = 3
+    #: seconds before a retry, per outcome (doubled per further attempt)
+    backoff: str = "no_answer=600,busy=300,congestion=120,failed=300,unconfirmed=1800"
+    ring_timeout: float = 30.0
+    #: lease of a job while an instance works on it (renewed during the call)
+    lease: float = 60.0
+    poll_interval: float = 1.0
+    batch: int = 20
+
+
+@dataclass(frozen=True)
+class CallbacksConfig:
+    """Abandoned-call callbacks (漏话回拨); needs ``dialer.enabled``."""
+
+    enabled: bool = True
+    #: citizen-first (the citizen answers, presses 1, joins the queue) or agent-first
+    mode: str = "citizen-first"
+    queue: str = "12345"
+    #: caller id the citizen sees ("" = the trunk's default)
+    caller_id: str = ""
+    #: queue priority of a citizen who pressed 1 (0..100)
+    priority: int = 20
+    #: abandons after a shorter wait are not called back (0 = all are)
+    min_wait: float = 0.0
+    #: a repeat from the same number within this many seconds merges into the open callback
+    merge_window: float = 14400.0
+    #: a callback not connected this long after the original call expires
+    expiry: float = 86400.0
+    #: seconds of talk after pressing 1 for a callback to count as connected
+    min_talk: float = 10.0
+    #: how often the safety-net and IVR-request streams are read
+    poll_interval: float = 2.0
+    #: bearer token of the HTTP API (/callbacks): environment only (HOTLINE_CALLBACKS_API_TOKEN[_FILE])
+    api_token: str = field(default="", repr=False)
+
+
+@dataclass(frozen=True)
 class LogConfig:
     level: str = "info"
     #: "text" or "json"
@@ -147,6 +210,8 @@ class GatewayConfig:
     monitor: MonitorConfig = field(default_factory=MonitorConfig)
     flows: FlowsConfig = field(default_factory=FlowsConfig)
     log: LogConfig = field(default_factory=LogConfig)
+    dialer: DialerConfig = field(default_factory=DialerConfig)
+    callbacks: CallbacksConfig = field(default_factory=CallbacksConfig)
 
 
 def _coerce(value: Any, target: type, where: str) -> Any:
@@ -259,10 +324,37 @@ def _validate(config: GatewayConfig) -> None:
     if config.monitor.retention < 1:
         raise ConfigError("monitor.retention must be positive")
     config.monitor.capacities()
+    _validate_dialer(config)
     if config.log.format not in ("text", "json"):
         raise ConfigError("log.format must be text or json")
     if not config.redis.url.startswith(("redis://", "rediss://", "unix://")):
         raise ConfigError(f"redis.url: {config.redis.url!r} is not a redis:// URL")
+
+
+def _validate_dialer(config: GatewayConfig) -> None:
+    from .dialer.policy import NumberPolicy
+    from .dialer.retry import RetryPolicy
+    from .dialer.windows import CallWindows
+
+    d, c = config.dialer, config.callbacks
+    try:
+        NumberPolicy.from_text(d.allowed_kinds, d.local_area_code)
+        CallWindows(d.window_start, d.window_end, config.flows.timezone, d.holidays, CallWindows.parse_days(d.closed_days))
+        RetryPolicy.from_text(d.backoff, d.max_attempts)
+    except ValueError as exc:
+        raise ConfigError(f"dialer: {exc}") from None
+    if min(d.trunk_channels, d.max_attempts, d.batch) < 1 or d.inbound_reserve < 0 or d.max_outbound < 0:
+        raise ConfigError("dialer: trunk_channels, max_attempts, batch ≥ 1; inbound_reserve, max_outbound ≥ 0")
+    if d.inbound_reserve >= d.trunk_channels:
+        raise ConfigError("dialer.inbound_reserve must leave channels for outbound calls (or set max_outbound = 0)")
+    if min(d.calls_per_second, d.ring_timeout, d.lease, d.poll_interval) <= 0:
+        raise ConfigError("dialer: calls_per_second, ring_timeout, lease, poll_interval must be positive")
+    if c.mode not in ("citizen-first", "agent-first"):
+        raise ConfigError("callbacks.mode must be citizen-first or agent-first")
+    if not 0 <= c.priority <= 100:
+        raise ConfigError("callbacks.priority must be 0..100")
+    if min(c.min_wait, c.merge_window, c.min_talk) < 0 or c.expiry <= 0 or c.poll_interval <= 0:
+        raise ConfigError("callbacks: min_wait, merge_window, min_talk ≥ 0; expiry, poll_interval > 0")
 
 
 def as_dict(config: GatewayConfig) -> dict[str, Any]:

@@ -310,6 +310,7 @@ class HotlineState:
         self._contacts: dict[str, dict[str, _Contact]] = {}
         self._abandoned: deque[AbandonedCall] = deque(maxlen=abandoned_kept)
         self._abandon_listeners: list[Callable[[AbandonedCall], None]] = []
+        self._answer_listeners: list[Callable[[str, str, float], None]] = []
 
     # -- bookkeeping ----------------------------------------------------------------
     def mark(self) -> int:
@@ -364,6 +365,11 @@ class HotlineState:
         call.waiting = False
         call.hint = None
         self.sink.answered(call.queue, wait, wait <= self.service_level)
+        for listener in list(self._answer_listeners):
+            try:
+                listener(call.caller, call.queue, at)
+            except Exception:  # a listener bug must not break the accounting
+                log.failure("answer listener {listener!r} failed", listener=listener)
 
     def _abandon(self, call: _Call, at: float, position: int, original_position: int) -> None:
         wait = max(0.0, at - call.joined_at)
@@ -744,3 +750,7 @@ class HotlineState:
     def add_abandon_listener(self, listener: Callable[[AbandonedCall], None]) -> None:
         """``listener(call)`` for every abandon as it is counted (the callback dialer)."""
         self._abandon_listeners.append(listener)
+
+    def add_answer_listener(self, listener: Callable[[str, str, float], None]) -> None:
+        """``listener(caller, queue, at)`` when a queue call is answered (cancels a pending callback)."""
+        self._answer_listeners.append(listener)

@@ -1,0 +1,196 @@
+"""The callback service: turn lost calls into dial jobs, and their outcomes into metrics.
+
+Rules (``[callbacks]`` configuration):
+
+* abandons that waited less than ``min_wait`` seconds are not called back
+  (0 = call every abandon back; operators may ignore 秒挂);
+* a number with an open callback created within ``merge_window`` seconds is
+  not called twice: the new request merges into it and the earlier place in
+  line is kept;
+* when the citizen calls again and an agent answers, the pending callback is
+  cancelled (a call already ringing is not cut off);
+* place in line: a callback's due time is its *original* time — when the
+  caller joined the queue (abandons) or asked for the callback (IVR) — so the
+  dialer serves them first in, first out;
+* a callback expires ``expiry`` seconds after its original time;
+* success only when the citizen pressed 1 and talked at least ``min_talk``
+  seconds (the dialer's ``answered``); voicemail or a wrong person is
+  ``unconfirmed`` and retried.
+
+Job ids are ``cb-<call id>``: the same lost call reported by the AMI monitor,
+the queue_log replay, the safety net and the IVR is one job (idempotent).
+"""
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from twisted.internet import defer
+from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
+
+from ..dialer.jobs import Job, JobStore, NewJob
+from ..dialer.originate import AttemptOutcome
+from ..dialer.policy import NumberPolicy
+from ..masking import mask_number
+from ..monitor.model import AbandonedCall
+from .metrics import CallbackMetrics
+
+__all__ = ["CALLBACK_CAMPAIGN", "CallbackService", "CallbackSettings"]
+
+log = Logger()
+
+CALLBACK_CAMPAIGN = "callback"
+_ID_SAFE = re.compile(r"[^0-9A-Za-z._-]")
+
+RunBlocking = Callable[[Callable[[], Any]], defer.Deferred]
+
+
+@dataclass(frozen=True)
+class CallbackSettings:
+    mode: str = "citizen-first"
+    queue: str = "12345"
+    caller_id: str = ""
+    min_wait: float = 0.0
+    merge_window: float = 4 * 3600.0
+    expiry: float = 24 * 3600.0
+
+    def __post_init__(self) -> None:
+        if self.mode not in ("citizen-first", "agent-first"):
+            raise ValueError("callbacks.mode must be citizen-first or agent-first")
+
+
+def job_id_for(call_id: str) -> str:
+    clean = _ID_SAFE.sub("", call_id)[:80]
+    if not clean:
+        clean = hashlib.sha1(call_id.encode()).hexdigest()[:16]
+    return f"cb-{clean}"
+
+
+class CallbackService:
+    def __init__(
+        self,
+        *,
+        clock: IReactorTime,
+        run_blocking: RunBlocking,
+        store: JobStore,
+        policy: NumberPolicy,
+        metrics: CallbackMetrics,
+        settings: CallbackSettings = CallbackSettings(),
+        count_connected: Callable[[str], None] = lambda queue: None,
+    ) -> None:
+        self.clock = clock
+        self._run = run_blocking
+        self.store = store
+        self.policy = policy
+        self.metrics = metrics
+        self.settings = settings
+        self._count_connected = count_connected
+
+    # -- scheduling -------------------------------------------------------------------------
+    async def schedule(
+        self, *, source: str, call_id: str, caller: str, original_at: float, queue: str = "",
+        details: dict[str, Any] | None = None, mode: str | None = None,
+    ) -> str:
+        """Schedule a callback; returns added | merged | exists | ignored:<reason>."""
+        decision = self.policy.check(caller)
+        if not decision.allowed:
+            reason = "no_number" if not caller else "policy"
+            self.metrics.ignored.labels(reason=reason).inc()
+            log.info("callback for call {call_id} not scheduled: {reason} ({number})", call_id=call_id,
+                     reason=decision.reason, number=mask_number(caller))
+            return f"ignored:{reason}"
+        now = self.clock.seconds()
+        original_at = min(original_at, now) if original_at > 0 else now
+        payload = {"source": source, "call_id": call_id, "queue": queue or self.settings.queue, **(details or {})}
+        job = NewJob(
+            id=job_id_for(call_id),
+            campaign=CALLBACK_CAMPAIGN,
+            number=decision.dial,
+            e164=decision.e164,
+            original_at=original_at,
+            due_at=original_at,
+            expires_at=original_at + self.settings.expiry,
+            caller_id=self.settings.caller_id,
+            mode=mode or self.settings.mode,
+            queue=self.settings.queue,
+            payload=payload,
+        )
+        result, job_id = await self._run(lambda: self.store.add(job, now, self.settings.merge_window))
+        if result == "added":
+            self.metrics.scheduled.labels(source=source).inc()
+        elif result == "merged":
+            self.metrics.merged.labels(source=source).inc()
+        log.info("callback {result}: job {job} for call {call_id} from {source} ({number})", result=result,
+                 job=job_id, call_id=call_id, source=source, number=mask_number(decision.dial))
+        return result
+
+    def on_abandon(self, call: AbandonedCall) -> defer.Deferred | None:
+        """The monitor's abandon listener (live events and the queue_log replay)."""
+        if self.settings.min_wait > 0 and call.wait < self.settings.min_wait:
+            self.metrics.ignored.labels(reason="short").inc()
+            return None
+        d = defer.Deferred.fromCoroutine(self.schedule(
+            source="abandon", call_id=call.uniqueid, caller=call.caller, original_at=call.joined_at,
+            queue=call.queue, details={"abandoned_at": call.abandoned_at, "wait": round(call.wait, 1),
+                                       "position": call.position},
+        ))
+        d.addErrback(lambda f: log.warn("callback for {call_id} not stored: {error}", call_id=call.uniqueid,
+                                        error=f.getErrorMessage()))
+        return d
+
+    # -- cancellation -----------------------------------------------------------------------------
+    async def cancel_for_number(self, caller: str, reason: str) -> int:
+        decision = self.policy.check(caller)
+        if not decision.allowed:
+            return 0
+        now = self.clock.seconds()
+
+        def cancel() -> int:
+            job_id = self.store.open_job(CALLBACK_CAMPAIGN, decision.e164)
+            return self.store.cancel(job_id, now, reason) if job_id else 0
+
+        result = await self._run(cancel)
+        if result:
+            self.metrics.cancelled.labels(reason=reason).inc()
+            log.info("callback for {number} cancelled ({reason})", number=mask_number(decision.dial), reason=reason)
+        return result
+
+    def on_answered(self, caller: str, queue: str, at: float) -> None:
+        """The monitor's answer listener: the citizen called again and reached an agent."""
+        if not caller:
+            return
+        d = defer.Deferred.fromCoroutine(self.cancel_for_number(caller, "answered-again"))
+        d.addErrback(lambda f: log.warn("callback cancel failed: {error}", error=f.getErrorMessage()))
+
+    async def cancel(self, job_id: str, reason: str = "api") -> int:
+        now = self.clock.seconds()
+        result = await self._run(lambda: self.store.cancel(job_id, now, reason))
+        if result:
+            self.metrics.cancelled.labels(reason=reason).inc()
+        return result
+
+    # -- outcomes (dialer listeners) -----------------------------------------------------------------
+    def on_attempt(self, job: Job, outcome: AttemptOutcome) -> None:
+        if job.campaign == CALLBACK_CAMPAIGN:
+            self.metrics.attempted.labels(outcome=outcome.outcome).inc()
+
+    def on_final(self, job: Job, final: str, outcome: AttemptOutcome | None, at: float) -> None:
+        if job.campaign != CALLBACK_CAMPAIGN:
+            return
+        self.metrics.finished.labels(outcome=final).inc()
+        if final == "expired":
+            self.metrics.expired.inc()
+        if final == "connected":
+            self.metrics.latency.observe(max(0.0, at - job.original_at))
+            self._count_connected(job.payload.get("queue") or job.queue)
+
+    # -- reads (API, console) -------------------------------------------------------------------------
+    async def list(self, state: str | None = None, limit: int = 100) -> list[Job]:
+        return await self._run(lambda: self.store.list(CALLBACK_CAMPAIGN, state, limit))
+
+    async def show(self, job_id: str) -> tuple[Job | None, list[dict[str, Any]]]:
+        return await self._run(lambda: (self.store.get(job_id), self.store.history(job_id)))

@@ -1,0 +1,419 @@
+"""Durable dial jobs in Redis: a due-time index, leases, history, caps, do-not-call.
+
+Keys (``P`` = ``<prefix>:dialer``, default ``hotline:dialer``)::
+
+    P:job:<id>            HASH   the job (state pending|leased|done, phase claimed|dialing,
+                                 attempts, owner, lease_until, attempt_id, outcome, payload …)
+    P:due                 ZSET   id → due time          (pending jobs only)
+    P:leases              ZSET   id → lease expiry      (leased jobs only)
+    P:history:<id>        LIST   one JSON entry per attempt / event
+    P:open:<campaign>:<e164>  STRING  the number's open job (merging, cancelling)
+    P:dials:<e164>        ZSET   attempt id → dial time (per-number cap over 24 h)
+    P:dnc                 SET    E.164 numbers never to dial (do-not-call, declined follow-up)
+    P:jobs                ZSET   id → created time (listing)
+
+Every state change is one Lua script, so two gateway instances sharing a Redis
+never both hold a job: ``claim`` moves due ids from ``P:due`` to ``P:leases``
+atomically; every later step names its owner and is refused if the lease has
+passed to someone else (fencing). ``mark_dialing`` is written *before* the
+Originate is sent (write-ahead): a crash after it can never lead to a second
+dial of the same attempt — the recovering instance finds ``phase=dialing`` and
+settles the attempt from Asterisk's record instead (see ``service``). Leases
+are renewed while a call runs; a lease that expires (the owner crashed) is
+recovered by :meth:`JobStore.recover`.
+
+All methods are blocking (redis-py) and run in the Redis thread pool; the
+scripts assume one Redis (not a cluster): keys are built inside the scripts.
+"""
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = ["Job", "JobStore", "NewJob"]
+
+_DONE_TTL = 30 * 24 * 3600
+
+_ADD = """
+local P, id, now = ARGV[1], ARGV[2], tonumber(ARGV[3])
+local due_at, original_at, merge_window = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
+local open_key = ARGV[7]
+local jk = P .. ':job:' .. id
+if redis.call('EXISTS', jk) == 1 then return {'exists', id} end
+if open_key ~= '' and merge_window >= 0 then
+  local existing = redis.call('GET', open_key)
+  if existing then
+    local ek = P .. ':job:' .. existing
+    local st = redis.call('HGET', ek, 'state')
+    local created = tonumber(redis.call('HGET', ek, 'created_at') or '0')
+    if st and st ~= 'done' and now - created <= merge_window then
+      redis.call('HINCRBY', ek, 'merged', 1)
+      redis.call('RPUSH', P .. ':history:' .. existing,
+        cjson.encode({at = now, event = 'merged', source_id = id}))
+      if st == 'pending' then
+        local orig = tonumber(redis.call('HGET', ek, 'original_at') or now)
+        if original_at < orig then
+          redis.call('HSET', ek, 'original_at', ARGV[5])
+          local cur = tonumber(redis.call('ZSCORE', P .. ':due', existing) or due_at)
+          if due_at < cur then redis.call('ZADD', P .. ':due', due_at, existing) end
+        end
+      end
+      return {'merged', existing}
+    end
+  end
+end
+for i = 8, #ARGV, 2 do redis.call('HSET', jk, ARGV[i], ARGV[i + 1]) end
+redis.call('HSET', jk, 'id', id, 'state', 'pending', 'attempts', 0, 'merged', 0,
+  'created_at', ARGV[3], 'original_at', ARGV[5], 'due_at', ARGV[4])
+redis.call('ZADD', P .. ':due', due_at, id)
+redis.call('ZADD', P .. ':jobs', now, id)
+if open_key ~= '' then redis.call('SET', open_key, id) end
+redis.call('RPUSH', P .. ':history:' .. id, cjson.encode({at = now, event = 'scheduled'}))
+return {'added', id}
+"""
+
+_CLAIM = """
+local P, now, limit, owner, till = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4], ARGV[5]
+local ids = redis.call('ZRANGEBYSCORE', P .. ':due', '-inf', now, 'LIMIT', 0, limit)
+local out = {}
+for _, id in ipairs(ids) do
+  redis.call('ZREM', P .. ':due', id)
+  local jk = P .. ':job:' .. id
+  if redis.call('HGET', jk, 'state') == 'pending' then
+    redis.call('HSET', jk, 'state', 'leased', 'phase', 'claimed', 'owner', owner, 'lease_until', till)
+    redis.call('ZADD', P .. ':leases', till, id)
+    table.insert(out, redis.call('HGETALL', jk))
+  end
+end
+return out
+"""
+
+_DIALING = """
+local P, id, owner, now, attempt_id, till, cap = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4]), ARGV[5], ARGV[6], tonumber(ARGV[7])
+local jk = P .. ':job:' .. id
+if redis.call('HGET', jk, 'owner') ~= owner or redis.call('HGET', jk, 'state') ~= 'leased' then return {'lost'} end
+if redis.call('HGET', jk, 'cancel') == '1' then return {'cancelled'} end
+local e164 = redis.call('HGET', jk, 'e164') or ''
+if e164 ~= '' and redis.call('SISMEMBER', P .. ':dnc', e164) == 1 then return {'dnc'} end
+local dials = P .. ':dials:' .. e164
+redis.call('ZREMRANGEBYSCORE', dials, '-inf', now - 86400)
+if cap > 0 and redis.call('ZCARD', dials) >= cap then
+  local oldest = redis.call('ZRANGE', dials, 0, 0, 'WITHSCORES')
+  return {'capped', tostring(tonumber(oldest[2]) + 86400)}
+end
+redis.call('ZADD', dials, now, attempt_id)
+redis.call('EXPIRE', dials, 86400)
+local n = redis.call('HINCRBY', jk, 'attempts', 1)
+redis.call('HSET', jk, 'phase', 'dialing', 'attempt_id', attempt_id, 'dialed_at', ARGV[4], 'lease_until', till)
+redis.call('ZADD', P .. ':leases', till, id)
+redis.call('RPUSH', P .. ':history:' .. id, cjson.encode({at = now, event = 'dialing', attempt = n, attempt_id = attempt_id, owner = owner}))
+return {'ok', tostring(n)}
+"""
+
+_RENEW = """
+local P, owner, till = ARGV[1], ARGV[2], ARGV[3]
+local kept = 0
+for i = 4, #ARGV do
+  local jk = P .. ':job:' .. ARGV[i]
+  if redis.call('HGET', jk, 'owner') == owner and redis.call('HGET', jk, 'state') == 'leased' then
+    redis.call('HSET', jk, 'lease_until', till)
+    redis.call('ZADD', P .. ':leases', till, ARGV[i])
+    kept = kept + 1
+  end
+end
+return kept
+"""
+
+_FINISH = """
+local P, id, owner, now, entry, final, retry_at, ttl = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7], tonumber(ARGV[8])
+local jk = P .. ':job:' .. id
+if redis.call('HGET', jk, 'owner') ~= owner or redis.call('HGET', jk, 'state') ~= 'leased' then return 0 end
+if entry ~= '' then redis.call('RPUSH', P .. ':history:' .. id, entry) end
+redis.call('ZREM', P .. ':leases', id)
+if final == '' and redis.call('HGET', jk, 'cancel') == '1' then final = 'cancelled' end
+if final ~= '' then
+  redis.call('HSET', jk, 'state', 'done', 'outcome', final, 'finished_at', now, 'owner', '', 'phase', '')
+  local open_key = redis.call('HGET', jk, 'open_key')
+  if open_key and open_key ~= '' and redis.call('GET', open_key) == id then redis.call('DEL', open_key) end
+  redis.call('RPUSH', P .. ':history:' .. id, cjson.encode({at = tonumber(now), event = 'final', outcome = final}))
+  redis.call('EXPIRE', jk, ttl)
+  redis.call('EXPIRE', P .. ':history:' .. id, ttl)
+  return 2
+end
+redis.call('HSET', jk, 'state', 'pending', 'phase', '', 'owner', '', 'due_at', retry_at)
+redis.call('ZADD', P .. ':due', retry_at, id)
+return 1
+"""
+
+_RECOVER = """
+local P, now, owner, till, limit = ARGV[1], ARGV[2], ARGV[3], ARGV[4], tonumber(ARGV[5])
+local ids = redis.call('ZRANGEBYSCORE', P .. ':leases', '-inf', now, 'LIMIT', 0, limit)
+local out = {}
+for _, id in ipairs(ids) do
+  local jk = P .. ':job:' .. id
+  local st = redis.call('HGET', jk, 'state')
+  if st ~= 'leased' then
+    redis.call('ZREM', P .. ':leases', id)
+  elseif redis.call('HGET', jk, 'phase') == 'dialing' then
+    local previous = redis.call('HGET', jk, 'owner')
+    redis.call('HSET', jk, 'owner', owner, 'lease_until', till)
+    redis.call('ZADD', P .. ':leases', till, id)
+    redis.call('RPUSH', P .. ':history:' .. id, cjson.encode({at = tonumber(now), event = 'lease-recovered', from = previous, owner = owner}))
+    table.insert(out, redis.call('HGETALL', jk))
+  else
+    redis.call('ZREM', P .. ':leases', id)
+    redis.call('HSET', jk, 'state', 'pending', 'phase', '', 'owner', '')
+    redis.call('ZADD', P .. ':due', redis.call('HGET', jk, 'due_at') or now, id)
+    redis.call('RPUSH', P .. ':history:' .. id, cjson.encode({at = tonumber(now), event = 'lease-expired-requeued'}))
+  end
+end
+return out
+"""
+
+_CANCEL = """
+local P, id, now, reason, ttl = ARGV[1], ARGV[2], ARGV[3], ARGV[4], tonumber(ARGV[5])
+local jk = P .. ':job:' .. id
+local st = redis.call('HGET', jk, 'state')
+if not st or st == 'done' then return 0 end
+if st == 'pending' then
+  redis.call('ZREM', P .. ':due', id)
+  redis.call('HSET', jk, 'state', 'done', 'outcome', 'cancelled', 'finished_at', now, 'cancel_reason', reason)
+  local open_key = redis.call('HGET', jk, 'open_key')
+  if open_key and open_key ~= '' and redis.call('GET', open_key) == id then redis.call('DEL', open_key) end
+  redis.call('RPUSH', P .. ':history:' .. id, cjson.encode({at = tonumber(now), event = 'final', outcome = 'cancelled', reason = reason}))
+  redis.call('EXPIRE', jk, ttl)
+  redis.call('EXPIRE', P .. ':history:' .. id, ttl)
+  return 2
+end
+redis.call('HSET', jk, 'cancel', '1', 'cancel_reason', reason)
+redis.call('RPUSH', P .. ':history:' .. id, cjson.encode({at = tonumber(now), event = 'cancel-requested', reason = reason}))
+return 1
+"""
+
+
+@dataclass(frozen=True)
+class NewJob:
+    """What a source hands the store (the number already passed the policy)."""
+
+    id: str
+    campaign: str
+    number: str
+    e164: str
+    original_at: float
+    due_at: float
+    expires_at: float
+    caller_id: str = ""
+    mode: str = "citizen-first"
+    queue: str = "12345"
+    payload: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Job:
+    id: str
+    campaign: str
+    number: str
+    e164: str
+    state: str
+    attempts: int
+    original_at: float
+    expires_at: float
+    caller_id: str
+    mode: str
+    queue: str
+    payload: dict[str, Any]
+    phase: str = ""
+    attempt_id: str = ""
+    outcome: str = ""
+    merged: int = 0
+    created_at: float = 0.0
+    due_at: float = 0.0
+    cancel: bool = False
+
+    @classmethod
+    def from_hash(cls, data: Mapping[str, str]) -> Job:
+        return cls(
+            id=data.get("id", ""),
+            campaign=data.get("campaign", ""),
+            number=data.get("number", ""),
+            e164=data.get("e164", ""),
+            state=data.get("state", ""),
+            attempts=int(data.get("attempts") or 0),
+            original_at=float(data.get("original_at") or 0),
+            expires_at=float(data.get("expires_at") or 0),
+            caller_id=data.get("caller_id", ""),
+            mode=data.get("mode", "citizen-first"),
+            queue=data.get("queue", ""),
+            payload=json.loads(data.get("payload") or "{}"),
+            phase=data.get("phase", ""),
+            attempt_id=data.get("attempt_id", ""),
+            outcome=data.get("outcome", ""),
+            merged=int(data.get("merged") or 0),
+            created_at=float(data.get("created_at") or 0),
+            due_at=float(data.get("due_at") or 0),
+            cancel=data.get("cancel") == "1",
+        )
+
+    def public(self) -> dict[str, Any]:
+        """For the HTTP API: everything but the payload's internals (the number is masked by the caller)."""
+        return {
+            "id": self.id, "campaign": self.campaign, "state": self.state, "attempts": self.attempts,
+            "original_at": self.original_at, "expires_at": self.expires_at, "mode": self.mode, "queue": self.queue,
+            "outcome": self.outcome, "merged": self.merged, "created_at": self.created_at, "due_at": self.due_at,
+            "phase": self.phase, "source": self.payload.get("source", ""),
+        }
+
+
+def _pairs(raw: list) -> dict[str, str]:
+    return {raw[i]: raw[i + 1] for i in range(0, len(raw), 2)}
+
+
+class JobStore:
+    """Blocking job store (run it in the Redis thread pool). ``client``: redis-py with decode_responses."""
+
+    def __init__(self, client: Any, key_prefix: str = "hotline", owner: str | None = None,
+                 done_ttl: int = _DONE_TTL) -> None:
+        self.client = client
+        self.prefix = f"{key_prefix}:dialer"
+        self.owner = owner or f"gw-{uuid.uuid4().hex[:12]}"
+        self.done_ttl = done_ttl
+        self._add = client.register_script(_ADD)
+        self._claim = client.register_script(_CLAIM)
+        self._dialing = client.register_script(_DIALING)
+        self._renew = client.register_script(_RENEW)
+        self._finish = client.register_script(_FINISH)
+        self._recover = client.register_script(_RECOVER)
+        self._cancel = client.register_script(_CANCEL)
+
+    # -- keys --------------------------------------------------------------------------
+    def key(self, *parts: str) -> str:
+        return ":".join((self.prefix, *parts))
+
+    def open_key(self, campaign: str, e164: str) -> str:
+        return self.key("open", campaign, e164)
+
+    # -- writes ------------------------------------------------------------------------
+    def add(self, job: NewJob, now: float, merge_window: float = -1.0) -> tuple[str, str]:
+        """Schedule ``job``; returns (``added``|``merged``|``exists``, job id).
+
+        Idempotent per job id (a replayed source adds nothing); with
+        ``merge_window`` ≥ 0 a number with an open job of the same campaign
+        created within the window merges into it (keeping the earlier place).
+        """
+        open_key = self.open_key(job.campaign, job.e164) if job.e164 else ""
+        fields = {
+            "campaign": job.campaign, "number": job.number, "e164": job.e164, "expires_at": repr(job.expires_at),
+            "caller_id": job.caller_id, "mode": job.mode, "queue": job.queue, "open_key": open_key,
+            "payload": json.dumps(dict(job.payload), ensure_ascii=False),
+        }
+        args = [self.prefix, job.id, repr(now), repr(job.due_at), repr(job.original_at), repr(merge_window), open_key]
+        for name, value in fields.items():
+            args += [name, value]
+        result, job_id = self._add(args=args)
+        return result, job_id
+
+    def claim(self, now: float, limit: int, lease: float) -> list[Job]:
+        """Lease up to ``limit`` due jobs, earliest due first (FIFO by original place)."""
+        raw = self._claim(args=[self.prefix, repr(now), limit, self.owner, repr(now + lease)])
+        return [Job.from_hash(_pairs(item)) for item in raw]
+
+    def mark_dialing(self, job_id: str, attempt_id: str, now: float, lease: float, cap: int) -> tuple[str, Any]:
+        """Write-ahead before the Originate: (``ok``, attempt number) or why not
+        (``lost`` lease, ``cancelled``, ``dnc``, ``capped`` with the time the cap frees)."""
+        result = self._dialing(args=[self.prefix, job_id, self.owner, repr(now), attempt_id, repr(now + lease), cap])
+        status = result[0]
+        if status == "ok":
+            return status, int(result[1])
+        if status == "capped":
+            return status, float(result[1])
+        return status, None
+
+    def renew(self, job_ids: Iterable[str], now: float, lease: float) -> int:
+        ids = list(job_ids)
+        if not ids:
+            return 0
+        return int(self._renew(args=[self.prefix, self.owner, repr(now + lease), *ids]))
+
+    def finish(self, job_id: str, now: float, entry: Mapping[str, Any] | None, final: str | None = None,
+               retry_at: float | None = None) -> int:
+        """Record an attempt and either end the job (``final``) or re-queue it at ``retry_at``.
+
+        Returns 0 if this instance no longer holds the lease (nothing written),
+        1 re-queued, 2 finished.
+        """
+        if final is None and retry_at is None:
+            raise ValueError("finish needs a final outcome or a retry time")
+        payload = json.dumps(dict(entry), ensure_ascii=False) if entry else ""
+        return int(self._finish(args=[
+            self.prefix, job_id, self.owner, repr(now), payload, final or "", repr(retry_at or 0.0), self.done_ttl,
+        ]))
+
+    def recover(self, now: float, lease: float, limit: int = 100) -> list[Job]:
+        """Expired leases: jobs not yet dialling go back to the due index; jobs whose
+        attempt was in progress are taken over and returned (settle them from Asterisk)."""
+        raw = self._recover(args=[self.prefix, repr(now), self.owner, repr(now + lease), limit])
+        return [Job.from_hash(_pairs(item)) for item in raw]
+
+    def cancel(self, job_id: str, now: float, reason: str) -> int:
+        """0 unknown/finished, 1 cancel requested (a call in progress is not hung up), 2 cancelled."""
+        return int(self._cancel(args=[self.prefix, job_id, repr(now), reason, self.done_ttl]))
+
+    def open_job(self, campaign: str, e164: str) -> str | None:
+        return self.client.get(self.open_key(campaign, e164))
+
+    # -- do-not-call ------------------------------------------------------------------------
+    def add_dnc(self, e164: str) -> None:
+        self.client.sadd(self.key("dnc"), e164)
+
+    def remove_dnc(self, e164: str) -> None:
+        self.client.srem(self.key("dnc"), e164)
+
+    def is_dnc(self, e164: str) -> bool:
+        return bool(self.client.sismember(self.key("dnc"), e164))
+
+    # -- reads ------------------------------------------------------------------------------
+    def get(self, job_id: str) -> Job | None:
+        data = self.client.hgetall(self.key("job", job_id))
+        return Job.from_hash(data) if data else None
+
+    def history(self, job_id: str) -> list[dict[str, Any]]:
+        return [json.loads(item) for item in self.client.lrange(self.key("history", job_id), 0, -1)]
+
+    def list(self, campaign: str | None = None, state: str | None = None, limit: int = 100) -> list[Job]:
+        """Most recent first."""
+        ids = self.client.zrevrange(self.key("jobs"), 0, max(limit * 5, limit) - 1)
+        pipe = self.client.pipeline(transaction=False)
+        for job_id in ids:
+            pipe.hgetall(self.key("job", job_id))
+        jobs = []
+        stale = []
+        for job_id, data in zip(ids, pipe.execute()):
+            if not data:
+                stale.append(job_id)
+                continue
+            job = Job.from_hash(data)
+            if (campaign and job.campaign != campaign) or (state and job.state != state):
+                continue
+            jobs.append(job)
+            if len(jobs) >= limit:
+                break
+        if stale:
+            self.client.zrem(self.key("jobs"), *stale)
+        return jobs
+
+    def counts(self) -> dict[str, int]:
+        return {"due": int(self.client.zcard(self.key("due"))), "leased": int(self.client.zcard(self.key("leases")))}
+
+    def next_due(self) -> float | None:
+        first = self.client.zrange(self.key("due"), 0, 0, withscores=True)
+        return float(first[0][1]) if first else None
+
+    def leased_by_me(self) -> list[str]:
+        ids = self.client.zrange(self.key("leases"), 0, -1)
+        pipe = self.client.pipeline(transaction=False)
+        for job_id in ids:
+            pipe.hget(self.key("job", job_id), "owner")
+        return [job_id for job_id, owner in zip(ids, pipe.execute()) if owner == self.owner]

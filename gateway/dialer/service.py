@@ -1,0 +1,495 @@
+"""The dispatch loop: claim due jobs, pace, originate, settle, retry.
+
+Every ``poll_interval`` seconds (injected clock), while AMI is logged in, Redis
+answers and the call window is open: take pacing slots (trunk capacity minus
+the inbound reserve, call rate), lease that many due jobs (earliest first),
+write ahead ``dialing`` (caps, do-not-call, cancellation checked atomically),
+send the Originate. Outcomes come from AMI events (see :mod:`.originate`); an
+attempt whose events were missed (AMI reconnect, gateway restart) is settled
+from Asterisk's AstDB record or, if there is none and its channel is gone,
+counted as ``failed``. Leases of calls in progress are renewed; expired leases
+of crashed instances are recovered.
+
+Redis or AMI trouble pauses the dialer (metric ``hotline_dialer_paused``); it
+never touches inbound calls, which do not depend on it.
+"""
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol as TypingProtocol
+
+from prometheus_client import CollectorRegistry, Counter, Gauge
+from twisted.internet import defer, task
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.logger import Logger
+
+from ..ami.codec import AmiMessage
+from ..masking import mask_number
+from .jobs import Job, JobStore
+from .originate import (
+    DB_FAMILY,
+    USER_EVENT,
+    AttemptOutcome,
+    originate_fields,
+    outcome_from_reason,
+    parse_record,
+)
+from .pacing import Pacer, Slot
+from .retry import ATTEMPT_OUTCOMES, FINAL_OUTCOMES, RetryPolicy
+from .windows import CallWindows
+
+__all__ = ["Dialer", "DialerMetrics", "DialerSettings"]
+
+log = Logger()
+
+RunBlocking = Callable[[Callable[[], Any]], defer.Deferred]
+
+
+class ActionSender(TypingProtocol):
+    logged_in: bool
+
+    def send_action(self, action: str, fields=None, event_list: bool = False, timeout: float | None = None
+                    ) -> defer.Deferred: ...
+
+
+class DialerMetrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.attempts = Counter("hotline_dialer_attempts", "Outbound attempts by outcome",
+                                ["campaign", "outcome"], registry=registry)
+        self.finals = Counter("hotline_dialer_jobs_finished", "Dial jobs finished, by final outcome",
+                              ["campaign", "outcome"], registry=registry)
+        self.in_flight = Gauge("hotline_dialer_calls_in_flight", "Outbound attempts in progress", registry=registry)
+        self.paused = Gauge("hotline_dialer_paused", "1 while the dialer does not start calls, by reason",
+                            ["reason"], registry=registry)
+        self.store_failures = Counter("hotline_dialer_store_failures", "Job-store (Redis) operations that failed",
+                                      registry=registry)
+        self.recovered = Counter("hotline_dialer_leases_recovered",
+                                 "Attempts taken over from an expired lease (an instance crashed or stopped)",
+                                 registry=registry)
+        for reason in ("ami", "redis", "window"):
+            self.paused.labels(reason=reason)
+
+    def pause(self, reason: str | None) -> None:
+        for name in ("ami", "redis", "window"):
+            self.paused.labels(reason=name).set(1 if name == reason else 0)
+
+
+@dataclass(frozen=True)
+class DialerSettings:
+    trunk: str = "carrier"
+    lease: float = 60.0
+    poll_interval: float = 1.0
+    batch: int = 20
+    ring_timeout: float = 30.0
+    #: seconds after the ring timeout before an attempt with no OriginateResponse is settled from Asterisk
+    response_grace: float = 30.0
+    per_number_cap: int = 3
+    #: talk seconds (after pressing 1) for a callback to count as connected
+    min_talk: float = 10.0
+    #: pause after a Redis failure
+    retry_interval: float = 5.0
+    callback_priority: int = 20
+
+
+@dataclass
+class _Attempt:
+    id: str
+    job: Job
+    number: int
+    slot: Slot | None
+    started: float
+    action_id: str = ""
+    answered: bool = False
+    dial_record: AttemptOutcome | None = None
+    concluded: bool = False
+    settling: bool = False
+    timer: IDelayedCall | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+FinalListener = Callable[[Job, str, AttemptOutcome | None, float], None]
+
+
+class Dialer:
+    def __init__(
+        self,
+        *,
+        clock: IReactorTime,
+        run_blocking: RunBlocking,
+        store: JobStore,
+        ami: ActionSender,
+        pacer: Pacer,
+        windows: CallWindows,
+        retry: RetryPolicy,
+        metrics: DialerMetrics,
+        settings: DialerSettings = DialerSettings(),
+    ) -> None:
+        self.clock = clock
+        self._run = run_blocking
+        self.store = store
+        self.ami = ami
+        self.pacer = pacer
+        self.windows = windows
+        self.retry = retry
+        self.metrics = metrics
+        self.settings = settings
+        self.attempts: dict[str, _Attempt] = {}
+        self._by_action: dict[str, str] = {}
+        self._unfinished: list[tuple[_Attempt, AttemptOutcome]] = []
+        self._final_listeners: list[FinalListener] = []
+        self._attempt_listeners: list[Callable[[Job, AttemptOutcome], None]] = []
+        self._loop: task.LoopingCall | None = None
+        self._busy = False
+        self._paused_until = 0.0
+        self._next_housekeeping = 0.0
+        self.pause_reason: str | None = None
+
+    # -- wiring -------------------------------------------------------------------------
+    def add_final_listener(self, listener: FinalListener) -> None:
+        """``listener(job, final_outcome, last_attempt_outcome, at)`` once per job, when it ends here."""
+        self._final_listeners.append(listener)
+
+    def add_attempt_listener(self, listener: Callable[[Job, AttemptOutcome], None]) -> None:
+        """``listener(job, outcome)`` once per concluded attempt."""
+        self._attempt_listeners.append(listener)
+
+    def subscriptions(self) -> dict[str, Callable[[AmiMessage], None]]:
+        """The AMI events the dialer consumes (added to the monitor's router)."""
+        return {
+            "OriginateResponse": self.on_originate_response,
+            "UserEvent": self.on_user_event,
+            "Hangup": self.on_hangup,
+        }
+
+    def start(self) -> None:
+        self._loop = task.LoopingCall(self.tick)
+        self._loop.clock = self.clock
+        self._loop.start(self.settings.poll_interval, now=False)
+
+    def stop(self) -> None:
+        if self._loop is not None and self._loop.running:
+            self._loop.stop()
+        for attempt in self.attempts.values():
+            if attempt.timer is not None and attempt.timer.active():
+                attempt.timer.cancel()
+
+    def _pause(self, reason: str | None) -> None:
+        if reason != self.pause_reason:
+            if reason:
+                log.info("dialer paused: {reason}", reason=reason)
+            else:
+                log.info("dialer resumed")
+        self.pause_reason = reason
+        self.metrics.pause(reason)
+
+    # -- the loop ---------------------------------------------------------------------------
+    def tick(self) -> defer.Deferred:
+        if self._busy:
+            return defer.succeed(None)
+        self._busy = True
+        d = defer.Deferred.fromCoroutine(self._tick())
+
+        def done(result):
+            self._busy = False
+            return result
+
+        d.addBoth(done)
+        d.addErrback(lambda f: log.failure("dialer tick failed", f))
+        return d
+
+    async def _tick(self) -> None:
+        now = self.clock.seconds()
+        if now < self._paused_until:
+            return
+        try:
+            if now >= self._next_housekeeping:
+                self._next_housekeeping = now + max(self.settings.poll_interval, self.settings.lease / 3)
+                await self._housekeeping(now)
+            if not self.ami.logged_in:
+                self._pause("ami")
+                return
+            if not self.windows.is_open(now):
+                self._pause("window")
+                return
+            self._pause(None)
+            await self._dispatch(now)
+        except Exception as exc:  # noqa: BLE001 — Redis down (or any store error): pause, retry later
+            self.metrics.store_failures.inc()
+            self._pause("redis")
+            self._paused_until = now + self.settings.retry_interval
+            self._next_housekeeping = 0.0
+            log.warn("dialer: job store unavailable ({error}); pausing {pause} s", error=f"{type(exc).__name__}: {exc}",
+                     pause=self.settings.retry_interval)
+
+    async def _housekeeping(self, now: float) -> None:
+        lease = self.settings.lease
+        mine = [a.job.id for a in self.attempts.values() if not a.concluded]
+        if mine:
+            await self._run(lambda: self.store.renew(mine, now, lease))
+        unfinished, self._unfinished = self._unfinished, []
+        for attempt, outcome in unfinished:
+            await self._record(attempt, outcome)
+        orphans = await self._run(lambda: self.store.recover(now, lease))
+        for job in orphans:
+            if job.attempt_id in self.attempts:
+                continue
+            self.metrics.recovered.inc()
+            log.info("dialer: taking over attempt {attempt} of job {job} (lease expired)", attempt=job.attempt_id,
+                     job=job.id)
+            attempt = _Attempt(job.attempt_id, job, job.attempts, self.pacer.adopt(self.settings.trunk), now)
+            self.attempts[attempt.id] = attempt
+            self.metrics.in_flight.set(len(self.attempts))
+            self._settle_later(attempt, 0)
+        # answered calls whose end we may have missed (AMI was away): ask Asterisk
+        for attempt in list(self.attempts.values()):
+            if not attempt.concluded and not attempt.settling and attempt.extra.get("recheck"):
+                self._settle_later(attempt, 0)
+
+    async def _dispatch(self, now: float) -> None:
+        slots: list[Slot] = []
+        while len(slots) < self.settings.batch:
+            slot = self.pacer.acquire(self.settings.trunk)
+            if slot is None:
+                break
+            slots.append(slot)
+        if not slots:
+            return
+        try:
+            jobs = await self._run(lambda: self.store.claim(now, len(slots), self.settings.lease))
+        except Exception:
+            for slot in slots:
+                self.pacer.release(slot)
+            raise
+        for slot in slots[len(jobs):]:
+            self.pacer.release(slot)
+        for job, slot in zip(jobs, slots):
+            await self._start(job, slot, now)
+
+    async def _start(self, job: Job, slot: Slot, now: float) -> None:
+        if now >= job.expires_at:
+            self.pacer.release(slot)
+            await self._finish_without_call(job, "expired", now)
+            return
+        if job.cancel:
+            self.pacer.release(slot)
+            await self._finish_without_call(job, "cancelled", now)
+            return
+        if job.mode == "agent-first":
+            if not self.pacer.take_agent(job.queue):
+                self.pacer.release(slot)
+                # back to its place in line, no attempt counted
+                await self._run(lambda: self.store.finish(job.id, now, None, retry_at=job.due_at))
+                return
+            slot = Slot(slot.trunk, job.queue)
+        attempt_id = f"hlcb-{uuid.uuid4().hex[:20]}"
+        lease = self.settings.lease
+        status, info = await self._run(
+            lambda: self.store.mark_dialing(job.id, attempt_id, now, lease, self.settings.per_number_cap)
+        )
+        if status != "ok":
+            self.pacer.release(slot)
+            if status == "capped":
+                entry = {"at": now, "event": "capped", "until": info}
+                await self._run(lambda: self.store.finish(job.id, now, entry, retry_at=max(info, job.due_at)))
+            elif status in ("cancelled", "dnc"):
+                await self._finish_without_call(job, "cancelled" if status == "cancelled" else "do_not_call", now)
+            return
+        attempt = _Attempt(attempt_id, job, int(info), slot, now)
+        self.attempts[attempt_id] = attempt
+        self.metrics.in_flight.set(len(self.attempts))
+        fields = originate_fields(
+            attempt_id=attempt_id, number=job.number, mode=job.mode, queue=job.queue, caller_id=job.caller_id,
+            priority=self.settings.callback_priority, ring_timeout=self.settings.ring_timeout,
+        )
+        log.info("dialer: attempt {n} of job {job} to {number} ({mode})", n=attempt.number, job=job.id,
+                 number=mask_number(job.number), mode=job.mode)
+        attempt.timer = self.clock.callLater(
+            self.settings.ring_timeout + self.settings.response_grace, self._no_response, attempt_id
+        )
+        d = self.ami.send_action("Originate", fields)
+        d.addCallbacks(self._originate_queued, self._originate_failed, callbackArgs=(attempt,),
+                       errbackArgs=(attempt,))
+
+    async def _finish_without_call(self, job: Job, final: str, now: float) -> None:
+        result = await self._run(lambda: self.store.finish(job.id, now, None, final=final))
+        if result == 2:
+            self._finished(job, final, None, now)
+
+    # -- AMI ------------------------------------------------------------------------------------
+    def _originate_queued(self, response: AmiMessage, attempt: _Attempt) -> None:
+        attempt.action_id = response.action_id
+        if response.action_id:
+            self._by_action[response.action_id] = attempt.id
+
+    def _originate_failed(self, failure, attempt: _Attempt) -> None:
+        from ..ami.protocol import AmiActionError
+
+        if failure.check(AmiActionError):
+            self.conclude(attempt, AttemptOutcome("failed", detail=f"originate refused: {failure.getErrorMessage()}"))
+        else:
+            # connection lost or timed out: the Originate may or may not have been queued
+            log.warn("dialer: originate of {attempt} uncertain ({error}); settling from Asterisk later",
+                     attempt=attempt.id, error=failure.getErrorMessage())
+            attempt.extra["recheck"] = True
+
+    def on_originate_response(self, message: AmiMessage) -> None:
+        attempt_id = self._by_action.pop(message.action_id, None)
+        attempt = self.attempts.get(attempt_id or "") or self.attempts.get(message.get("Uniqueid"))
+        if attempt is None or attempt.concluded:
+            return
+        if message.get("Response") == "Success":
+            attempt.answered = True
+            if attempt.timer is not None and attempt.timer.active():
+                attempt.timer.cancel()
+            attempt.timer = None
+            return
+        if attempt.dial_record is not None:
+            self.conclude(attempt, attempt.dial_record)
+        else:
+            reason = message.get("Reason")
+            self.conclude(attempt, AttemptOutcome(outcome_from_reason(reason), detail=f"originate reason {reason}"))
+
+    def on_user_event(self, message: AmiMessage) -> None:
+        if message.get("UserEvent") != USER_EVENT:
+            return
+        attempt = self.attempts.get(message.get("AttemptId"))
+        if attempt is None or attempt.concluded:
+            return
+        record = parse_record(message.get("Data"), self.settings.min_talk)
+        step = message.get("Step")
+        if step == "dial-failed" and record is not None:
+            attempt.dial_record = record
+        elif step == "done" and record is not None:
+            self.conclude(attempt, record)
+
+    def on_hangup(self, message: AmiMessage) -> None:
+        attempt = self.attempts.get(message.get("Uniqueid"))
+        if attempt is not None and not attempt.concluded and attempt.answered:
+            # the dialplan's "done" event precedes the Hangup; if it was missed, ask AstDB
+            self._settle_later(attempt, 2.0)
+
+    def connection_lost(self) -> None:
+        """AMI went away: events for attempts in progress may be lost; settle them after reconnecting."""
+        self._by_action.clear()
+        for attempt in self.attempts.values():
+            if not attempt.concluded:
+                attempt.extra["recheck"] = True
+        self._next_housekeeping = 0.0
+
+    def _no_response(self, attempt_id: str) -> None:
+        attempt = self.attempts.get(attempt_id)
+        if attempt is not None:
+            attempt.timer = None
+            if not attempt.concluded and not attempt.answered:
+                self._settle_later(attempt, 0)
+
+    # -- settling from Asterisk's record ----------------------------------------------------------
+    def _settle_later(self, attempt: _Attempt, delay: float) -> None:
+        if attempt.settling or attempt.concluded:
+            return
+        attempt.settling = True
+        self.clock.callLater(delay, lambda: defer.Deferred.fromCoroutine(self._settle(attempt)))
+
+    async def _settle(self, attempt: _Attempt) -> None:
+        try:
+            if attempt.concluded:
+                return
+            if not self.ami.logged_in:
+                attempt.extra["recheck"] = True
+                return
+            record = await self._db_record(attempt.id)
+            if record is not None:
+                attempt.extra.pop("recheck", None)
+                self.conclude(attempt, record)
+                return
+            if await self._channel_alive(attempt.id):
+                attempt.answered = True
+                attempt.extra["recheck"] = True  # look again at the next housekeeping
+                return
+            attempt.extra.pop("recheck", None)
+            if attempt.dial_record is not None:
+                self.conclude(attempt, attempt.dial_record)
+            else:
+                self.conclude(attempt, AttemptOutcome("failed", detail="no record and no channel (call lost)"))
+        except Exception as exc:  # noqa: BLE001 — AMI trouble: try again at the next housekeeping
+            attempt.extra["recheck"] = True
+            log.warn("dialer: cannot settle {attempt} now: {error}", attempt=attempt.id, error=str(exc))
+        finally:
+            attempt.settling = False
+
+    async def _db_record(self, attempt_id: str) -> AttemptOutcome | None:
+        from ..ami.protocol import AmiActionError
+
+        try:
+            messages = await self.ami.send_action("DBGet", {"Family": DB_FAMILY, "Key": attempt_id}, event_list=True)
+        except AmiActionError:
+            return None  # "Database entry not found"
+        for message in messages if isinstance(messages, list) else [messages]:
+            if message.get("Event") == "DBGetResponse" or message.get("Val"):
+                return parse_record(message.get("Val"), self.settings.min_talk)
+        return None
+
+    async def _channel_alive(self, attempt_id: str) -> bool:
+        messages = await self.ami.send_action("CoreShowChannels", event_list=True)
+        ids = {attempt_id, f"{attempt_id}-2"}
+        return any(m.get("Uniqueid") in ids for m in messages if m.get("Event") == "CoreShowChannel")
+
+    # -- outcomes ------------------------------------------------------------------------------------
+    def conclude(self, attempt: _Attempt, outcome: AttemptOutcome) -> None:
+        """The attempt is over: release its slot, count it, record it (and retry or finish the job)."""
+        if attempt.concluded:
+            return
+        attempt.concluded = True
+        if attempt.timer is not None and attempt.timer.active():
+            attempt.timer.cancel()
+        attempt.timer = None
+        if attempt.slot is not None:
+            self.pacer.release(attempt.slot)
+            attempt.slot = None
+        if outcome.outcome in ATTEMPT_OUTCOMES:
+            self.metrics.attempts.labels(campaign=attempt.job.campaign, outcome=outcome.outcome).inc()
+        for listener in list(self._attempt_listeners):
+            try:
+                listener(attempt.job, outcome)
+            except Exception:  # a listener bug must not stop the dialer
+                log.failure("dialer attempt listener {listener!r} failed", listener=listener)
+        log.info("dialer: attempt {n} of job {job}: {outcome} ({detail})", n=attempt.number, job=attempt.job.id,
+                 outcome=outcome.outcome, detail=outcome.detail)
+        defer.Deferred.fromCoroutine(self._record(attempt, outcome))
+
+    async def _record(self, attempt: _Attempt, outcome: AttemptOutcome) -> None:
+        now = self.clock.seconds()
+        job = attempt.job
+        decision = self.retry.after(outcome.outcome, attempt.number, now, job.expires_at)
+        entry = {
+            "at": now, "event": "attempt", "attempt": attempt.number, "attempt_id": attempt.id,
+            "outcome": outcome.outcome, "detail": outcome.detail, "pressed": outcome.pressed, "talk": outcome.talk,
+        }
+        try:
+            result = await self._run(
+                lambda: self.store.finish(job.id, now, entry, final=decision.final, retry_at=decision.retry_at)
+            )
+        except Exception as exc:  # noqa: BLE001 — keep it and write it once Redis is back
+            self.metrics.store_failures.inc()
+            log.warn("dialer: cannot record attempt {attempt} yet: {error}", attempt=attempt.id, error=str(exc))
+            self._unfinished.append((attempt, outcome))
+            return
+        self.attempts.pop(attempt.id, None)
+        self.metrics.in_flight.set(len(self.attempts))
+        if result == 0:
+            log.warn("dialer: job {job} is no longer ours (lease taken over); attempt {attempt} recorded there",
+                     job=job.id, attempt=attempt.id)
+        elif result == 2:
+            final = decision.final or "cancelled"
+            self._finished(job, final, outcome, now)
+
+    def _finished(self, job: Job, final: str, outcome: AttemptOutcome | None, at: float) -> None:
+        if final in FINAL_OUTCOMES:
+            self.metrics.finals.labels(campaign=job.campaign, outcome=final).inc()
+        for listener in list(self._final_listeners):
+            try:
+                listener(job, final, outcome, at)
+            except Exception:  # a listener bug must not stop the dialer
+                log.failure("dialer final listener {listener!r} failed", listener=listener)
