@@ -23,7 +23,7 @@ from typing import Any, get_type_hints
 __all__ = ["ConfigError", "GatewayConfig", "load_config"]
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-SECRET_FIELDS = {("ami", "secret"), ("callbacks", "api_token")}
+SECRET_FIELDS = {("ami", "secret"), ("asr", "webhook_token"), ("callbacks", "api_token")}
 
 
 class ConfigError(ValueError):
@@ -202,6 +202,47 @@ class LogConfig:
 
 
 @dataclass(frozen=True)
+class AsrConfig:
+    """Voice-message transcription workers (``hotline-asr worker``)."""
+
+    #: directory of an unpacked Vosk model ("" → the worker refuses to start)
+    model_path: str = ""
+    #: where ``hotline-asr model fetch`` unpacks models
+    models_dir: str = str(REPO_ROOT / ".cache" / "vosk-models")
+    #: prefix prepended to the recording paths in jobs (they are paths inside Asterisk's filesystem)
+    recordings_root: str = ""
+    jobs_stream: str = "hotline:jobs:transcribe"
+    group: str = "asr"
+    dead_letter_stream: str = "hotline:jobs:transcribe:dead"
+    #: the drafts stream is also the outbox of the webhook and JSON-lines sinks (one consumer group each)
+    drafts_stream: str = "hotline:drafts"
+    draft_key_prefix: str = "hotline:draft:"
+    #: draft records expire after this many seconds (0: never)
+    draft_ttl: int = 90 * 24 * 3600
+    #: deliveries of one job before it goes to the dead-letter stream
+    max_attempts: int = 3
+    #: a job pending this long (its worker died or failed) is reclaimed by another worker
+    reclaim_idle_seconds: float = 60.0
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int = 9514
+    #: work-order platform endpoint for drafts ("" = no webhook sink)
+    webhook_url: str = ""
+    webhook_token: str = field(default="", repr=False)
+    webhook_timeout: float = 10.0
+    #: tries of one delivery (with backoff) before it is left for redelivery
+    webhook_retries: int = 5
+    #: a sink delivery left pending this long is redelivered
+    sink_redeliver_seconds: float = 300.0
+    #: drafts appended as JSON lines to this file ("" = no file sink)
+    jsonl_path: str = ""
+    low_confidence: float = 0.6
+    taxonomy_path: str = ""
+    gazetteer_path: str = ""
+    #: seconds a stopping worker lets the current job finish before releasing it
+    shutdown_grace: float = 20.0
+
+
+@dataclass(frozen=True)
 class GatewayConfig:
     agi: AgiConfig = field(default_factory=AgiConfig)
     http: HttpConfig = field(default_factory=HttpConfig)
@@ -210,6 +251,7 @@ class GatewayConfig:
     monitor: MonitorConfig = field(default_factory=MonitorConfig)
     flows: FlowsConfig = field(default_factory=FlowsConfig)
     log: LogConfig = field(default_factory=LogConfig)
+    asr: AsrConfig = field(default_factory=AsrConfig)
     dialer: DialerConfig = field(default_factory=DialerConfig)
     callbacks: CallbacksConfig = field(default_factory=CallbacksConfig)
 
@@ -329,6 +371,25 @@ def _validate(config: GatewayConfig) -> None:
         raise ConfigError("log.format must be text or json")
     if not config.redis.url.startswith(("redis://", "rediss://", "unix://")):
         raise ConfigError(f"redis.url: {config.redis.url!r} is not a redis:// URL")
+    _validate_asr(config.asr)
+
+
+def _validate_asr(asr: AsrConfig) -> None:
+    if not 0 <= asr.metrics_port <= 65535:
+        raise ConfigError(f"asr.metrics_port: {asr.metrics_port} is not a TCP port")
+    if asr.max_attempts < 1:
+        raise ConfigError("asr.max_attempts must be at least 1")
+    if asr.webhook_retries < 1:
+        raise ConfigError("asr.webhook_retries must be at least 1")
+    for name in ("reclaim_idle_seconds", "webhook_timeout", "sink_redeliver_seconds"):
+        if getattr(asr, name) <= 0:
+            raise ConfigError(f"asr.{name} must be positive")
+    if asr.draft_ttl < 0 or asr.shutdown_grace < 0:
+        raise ConfigError("asr.draft_ttl/shutdown_grace must not be negative")
+    if not 0 <= asr.low_confidence <= 1:
+        raise ConfigError("asr.low_confidence must be between 0 and 1")
+    if asr.webhook_url and not asr.webhook_url.startswith(("http://", "https://")):
+        raise ConfigError(f"asr.webhook_url: {asr.webhook_url!r} is not an http(s) URL")
 
 
 def _validate_dialer(config: GatewayConfig) -> None:
