@@ -2,9 +2,16 @@
 
 Started as LAB.md says — ``chroot DIR asterisk -U asterisk -G asterisk -f``
 with stdin from /dev/null (never ``-c``) and its console output in
-<state>/asterisk.log. The pid is recorded; "stale" Asterisk processes are
+<state>/<name>.log. The pid is recorded; "stale" Asterisk processes are
 the ones running inside this chroot that the lab cannot talk to or did not
 record (a crashed earlier run).
+
+Two Asterisks share the chroot: the hotline's (Debian's default
+/etc/asterisk/asterisk.conf) and the lab carrier (``-C
+/etc/asterisk-carrier/asterisk.conf``, its own run/log/spool/AstDB
+directories). Each object only ever sees, signals and talks to its own: a
+daemon is the carrier's exactly when its command line names the carrier's
+asterisk.conf.
 """
 
 from __future__ import annotations
@@ -32,11 +39,24 @@ def error_lines(text: str) -> list[str]:
 
 
 class Asterisk:
-    def __init__(self, chroot: Chroot, state_dir: Path) -> None:
+    def __init__(
+        self,
+        chroot: Chroot,
+        state_dir: Path,
+        name: str = "asterisk",
+        config_file: str | None = None,
+        run_dir: str = "/run/asterisk",
+        log_dir: str = "/var/log/asterisk",
+    ) -> None:
         self.chroot = chroot
         self.state_dir = state_dir
-        self.pid_file = state_dir / "asterisk.pid"
-        self.log_file = state_dir / "asterisk.log"
+        self.name = name
+        #: asterisk.conf inside the chroot (None: the default /etc/asterisk/asterisk.conf)
+        self.config_file = config_file
+        self.run_dir = run_dir
+        self.log_dir = log_dir
+        self.pid_file = state_dir / f"{name}.pid"
+        self.log_file = state_dir / f"{name}.log"
         self._child: subprocess.Popen | None = None
         #: console output up to "fully booted" of the last start by this object
         self.boot_log: str = ""
@@ -45,19 +65,25 @@ class Asterisk:
 
     @property
     def messages_log(self) -> Path:
-        return self.chroot.path("/var/log/asterisk/messages")
+        return self.chroot.path(f"{self.log_dir}/messages")
 
     @property
     def queue_log(self) -> Path:
-        return self.chroot.path("/var/log/asterisk/queue_log")
+        return self.chroot.path(f"{self.log_dir}/queue_log")
 
     # -- state ------------------------------------------------------------------------
+    def _command(self, *args: str) -> list[str]:
+        """``asterisk [-C CONF] ARGS`` (inside the chroot)."""
+        return ["asterisk", *(("-C", self.config_file) if self.config_file else ()), *args]
+
     def daemon_pids(self) -> list[int]:
-        """Asterisk daemons inside this chroot (not `asterisk -rx` clients)."""
+        """This instance's Asterisk daemons inside the chroot (not `asterisk -rx` clients)."""
         pids = []
         for pid in procs.pids_in_root(self.chroot.root, "asterisk"):
             args = procs.process_cmdline(pid)
             if any(arg.startswith(("-r", "-R")) for arg in args[1:]):
+                continue
+            if _config_of(args) != self.config_file:
                 continue
             pids.append(pid)
         return pids
@@ -71,7 +97,7 @@ class Asterisk:
 
     def cli(self, command: str, timeout: float = 20.0) -> str:
         """Run one CLI command over the control socket; the output as text."""
-        result = self.chroot.run(["asterisk", "-rx", command], timeout=timeout, check=False)
+        result = self.chroot.run(self._command("-rx", command), timeout=timeout, check=False)
         if result.returncode != 0:
             detail = (result.stderr or result.stdout).strip()
             raise LabError(f"asterisk -rx {command!r} failed: {detail or 'exit ' + str(result.returncode)}")
@@ -106,23 +132,23 @@ class Asterisk:
         for pid in self.daemon_pids():
             if healthy and pid == recorded:
                 continue
-            report(f"asterisk: stopping stale Asterisk (pid {pid}) left by an earlier run")
+            report(f"{self.name}: stopping stale Asterisk (pid {pid}) left by an earlier run")
             procs.stop_pid(pid)
         if not healthy:
             procs.remove_pid(self.pid_file)
-            ctl = self.chroot.path("/run/asterisk/asterisk.ctl")
+            ctl = self.chroot.path(f"{self.run_dir}/asterisk.ctl")
             if ctl.exists() and not self.daemon_pids():
                 ctl.unlink()
 
     def start(self, report: Report, boot_timeout: float = 90.0) -> int:
         if self.pid() is not None and self.responsive():
-            report(f"asterisk: already running (pid {self.pid()})")
+            report(f"{self.name}: already running (pid {self.pid()})")
             return self.pid()  # type: ignore[return-value]
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self.messages_offset = self.messages_log.stat().st_size if self.messages_log.exists() else 0
         with open(self.log_file, "w") as log, open("/dev/null", "rb") as null:
             self._child = subprocess.Popen(
-                ["chroot", str(self.chroot.root), "asterisk", "-U", "asterisk", "-G", "asterisk", "-f"],
+                ["chroot", str(self.chroot.root), *self._command("-U", "asterisk", "-G", "asterisk", "-f")],
                 stdin=null,
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -130,10 +156,10 @@ class Asterisk:
             )
         pid = self._child.pid
         procs.write_pid(self.pid_file, pid)
-        report(f"asterisk: started (pid {pid}), log {self.log_file}")
+        report(f"{self.name}: started (pid {pid}), log {self.log_file}")
         self._wait_booted(pid, boot_timeout)
         self.boot_log = self._read_boot_log()
-        report(f"asterisk: fully booted ({self.version().split(' built')[0]})")
+        report(f"{self.name}: fully booted ({self.version().split(' built')[0]})")
         return pid
 
     def _read_boot_log(self, timeout: float = 10.0) -> str:
@@ -170,27 +196,37 @@ class Asterisk:
         output = self.cli("core reload")
         if "didn't finish" in output:
             raise LabError(f"Asterisk is still busy with an earlier reload: {output.strip()}")
-        report("asterisk: configuration reloaded")
+        report(f"{self.name}: configuration reloaded")
 
     def stop(self, report: Report) -> None:
         pids = self.daemon_pids()
         recorded = procs.read_pid(self.pid_file)
         if not pids:
             if recorded:
-                report("asterisk: not running (removing stale pid file)")
+                report(f"{self.name}: not running (removing stale pid file)")
             procs.remove_pid(self.pid_file)
             return
         try:
             self.cli("core stop now", timeout=15)
         except LabError as exc:
-            report(f"asterisk: `core stop now` failed ({exc}); signalling")
+            report(f"{self.name}: `core stop now` failed ({exc}); signalling")
         for pid in pids:
             reap = self._child if self._child is not None and self._child.pid == pid else None
             if procs.wait_pid_gone(pid, 15.0, reap=reap):
-                report(f"asterisk: stopped (pid {pid})")
+                report(f"{self.name}: stopped (pid {pid})")
             else:
-                report(f"asterisk: pid {pid} {procs.stop_pid(pid)}")
+                report(f"{self.name}: pid {pid} {procs.stop_pid(pid)}")
         if self._child is not None:
             self._child.poll()
             self._child = None
         procs.remove_pid(self.pid_file)
+
+
+def _config_of(args: list[str]) -> str | None:
+    """The ``-C FILE`` of an Asterisk command line (None: the default config)."""
+    for index, arg in enumerate(args[1:], start=1):
+        if arg == "-C" and index + 1 < len(args):
+            return args[index + 1]
+        if arg.startswith("-C") and len(arg) > 2:
+            return arg[2:]
+    return None

@@ -2,7 +2,9 @@
 
 hotline-lab up [--no-gateway] [--bench]
 hotline-lab status [--json]
-hotline-lab call [--dtmf 1] [--speech 我要投诉噪音] [--hangup-after 20] [--json]
+hotline-lab call [--via local|trunk] [--dtmf 1] [--speech 我要投诉噪音] [--hangup-after 20] [--json]
+hotline-lab carrier-behaviour NUMBER|default "answer,wait:3,dtmf:1,talk:20,hangup" | --clear
+hotline-lab outbound NUMBER [--json]
 hotline-lab demo
 hotline-lab down
 """
@@ -71,6 +73,10 @@ def _add_call_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--agent-ring", type=_positive, help="seconds a lab agent rings before answering (default 1)")
     parser.add_argument("--agent-talk", type=_positive, help="seconds a lab agent talks (default 3)")
     parser.add_argument("--timeout", type=_positive, default=None, help="seconds to follow the call")
+    parser.add_argument(
+        "--via", choices=("local", "trunk"), default="local",
+        help="local: Local/12345@from-lab; trunk: the lab carrier calls over the PJSIP trunk ([from-carrier])",
+    )
     parser.add_argument("--json", action="store_true", help="print a machine-readable summary")
 
 
@@ -88,6 +94,7 @@ def _request(lab: Lab, args: argparse.Namespace) -> CallRequest:
         agent_ring=args.agent_ring,
         agent_talk=args.agent_talk,
         timeout=timeout,
+        via=args.via,
     )
 
 
@@ -137,6 +144,13 @@ def _cmd_status(lab: Lab, args: argparse.Namespace) -> int:
     else:
         print("asterisk not running")
     print(f"gateway  pid {gw['pid'] or '-'}, {gw['url']} {'ok' if gw['healthy'] else 'not answering'}")
+    carrier, trunk = status["carrier"], status["trunk"]
+    if carrier["running"]:
+        print(f"carrier  pid {carrier['pid']}: lab carrier (second Asterisk) on {carrier['sip']}, "
+              f"{carrier['channels'].splitlines()[0]}")
+    else:
+        print("carrier  not running")
+    print(f"trunk    carrier: registration {trunk['registration'] or '?'}, qualify {trunk['contact'] or '?'}")
     owner = "started by the lab" if rd["started_by_lab"] else "external"
     print(f"redis    {rd['url']} {'PONG' if rd['ping'] else 'not answering'} ({owner})")
     return 0
@@ -146,6 +160,27 @@ def _cmd_call(lab: Lab, args: argparse.Namespace) -> int:
     result = lab.call(_request(lab, args))
     _print_call(result, args.json)
     return 0 if result.went_through else 1
+
+
+def _cmd_carrier_behaviour(lab: Lab, args: argparse.Namespace) -> int:
+    if args.clear:
+        lab.set_carrier_behaviour(args.number, None)
+        _say(f"carrier: calls to {args.number} get the default behaviour")
+    elif not args.behaviour:
+        raise LabError("give a behaviour (e.g. answer,wait:3,dtmf:1,talk:20,hangup) or --clear")
+    else:
+        lab.set_carrier_behaviour(args.number, args.behaviour)
+        _say(f"carrier: calls to {args.number}: {args.behaviour}")
+    return 0
+
+
+def _cmd_outbound(lab: Lab, args: argparse.Namespace) -> int:
+    result = lab.outbound(args.number, listen=args.listen)
+    if args.json:
+        print(json.dumps(result.as_json(), ensure_ascii=False, indent=2))
+    else:
+        print(f"hotline -> trunk -> {result.number_masked}: " + " -> ".join(result.steps or ["(nothing happened)"]))
+    return 0 if result.completed else 1
 
 
 def _cmd_demo(lab: Lab, args: argparse.Namespace) -> int:
@@ -174,6 +209,21 @@ def build_parser() -> argparse.ArgumentParser:
     call = sub.add_parser("call", help="place a simulated citizen call and print its path")
     _add_call_options(call)
     call.set_defaults(func=_cmd_call)
+
+    behaviour = sub.add_parser(
+        "carrier-behaviour", help="script how the lab carrier answers calls to a number (AstDB carrier/<number>)"
+    )
+    behaviour.add_argument("number", help="the dialled number, or 'default' for every unscripted number")
+    behaviour.add_argument("behaviour", nargs="?", help="steps: ring:N answer wait:N dtmf:D talk:N hangup busy "
+                           "congestion reject noanswer:N, comma-separated")
+    behaviour.add_argument("--clear", action="store_true", help="forget the number's script")
+    behaviour.set_defaults(func=_cmd_carrier_behaviour)
+
+    outbound = sub.add_parser("outbound", help="the hotline calls a number out through the trunk")
+    outbound.add_argument("number", type=_number)
+    outbound.add_argument("--listen", type=_positive, default=15.0, help="seconds to listen for a digit")
+    outbound.add_argument("--json", action="store_true")
+    outbound.set_defaults(func=_cmd_outbound)
 
     demo = sub.add_parser("demo", help="up + one call")
     demo.add_argument("--no-gateway", action="store_true")

@@ -1,5 +1,6 @@
 """Install asterisk_conf/ into the chroot's /etc/asterisk, with the lab's
-generated files (secrets, globals, queue members).
+generated files (secrets, globals, queue members, the carrier trunk), and
+asterisk_conf/lab-carrier/ into /etc/asterisk-carrier for the lab carrier.
 
 The Debian sample configuration is replaced wholesale (kept once, for
 reference, in /etc/asterisk.debian-dist) so only our files load. The new
@@ -17,13 +18,17 @@ from pathlib import Path
 from .chroot import Chroot
 from .errors import LabError
 
-__all__ = ["PJSIP_AGENTS", "ConfigInstaller", "LabConfigValues"]
+__all__ = ["CARRIER_ETC", "PJSIP_AGENTS", "ConfigInstaller", "LabConfigValues", "render_carrier", "render_generated"]
 
 Report = Callable[[str], None]
 
 MARKER = ".hotline-lab"
 #: the PJSIP agent endpoints of pjsip.conf (agent1..agent3)
 PJSIP_AGENTS = (1, 2, 3)
+#: the lab carrier's configuration directory inside the chroot
+CARRIER_ETC = "/etc/asterisk-carrier"
+#: the hotline's account at the carrier (pjsip-carrier.conf.example uses the same)
+TRUNK_USER = "02112345"
 
 
 @dataclass(frozen=True)
@@ -33,6 +38,80 @@ class LabConfigValues:
     agi_url: str
     lab_agents: int
     redis_url: str = "redis://127.0.0.1:6379/0"
+    #: the lab tool's own AMI user (hotline-lab) on both PBXs
+    lab_ami_user: str = "hotline-lab"
+    lab_ami_secret: str = ""
+    #: the hotline's digest password at the lab carrier
+    trunk_password: str = ""
+    carrier_host: str = "127.0.0.2"
+    carrier_sip_port: int = 5070
+    trunk_expiration: int = 30
+    trunk_qualify: int = 5
+    trunk_retry: int = 5
+
+
+def _lab_ami_user(user: str, secret: str) -> str:
+    return (
+        "; written by hotline-lab: the lab tool's and the tests' own AMI user (lab only)\n"
+        f"[{user}]\n"
+        f"secret = {secret}\n"
+        "deny = 0.0.0.0/0.0.0.0\n"
+        "permit = 127.0.0.1/255.255.255.255\n"
+        "displayconnects = no\n"
+        "writetimeout = 5000\n"
+        "; every event: the lab follows calls through Newexten/VarSet/OriginateResponse ...\n"
+        "read = all\n"
+        "; originate (lab calls), call/agent (hang up, pause in tests), system (PJSIP status)\n"
+        "write = originate,reporting,call,agent,user,system\n"
+    )
+
+
+def render_carrier_trunk(values: LabConfigValues) -> str:
+    """pjsip-carrier.conf for the lab: the trunk instantiated from pjsip.conf's templates."""
+    host, port = values.carrier_host, values.carrier_sip_port
+    return f"""; written by hotline-lab: the carrier trunk towards the lab carrier
+; ({host}:{port}, asterisk_conf/lab-carrier/). Same templates as production
+; (see pjsip-carrier.conf.example); lab-only values are marked.
+
+[carrier](carrier-endpoint)
+outbound_auth = carrier
+aors = carrier
+from_user = {TRUNK_USER}
+from_domain = {host}
+
+[carrier](carrier-aor)
+contact = sip:{host}:{port}
+; lab: qualify every {values.trunk_qualify} s (production template: 30 s)
+qualify_frequency = {values.trunk_qualify}
+
+[carrier](carrier-auth)
+username = {TRUNK_USER}
+#include "hotline-secrets/pjsip-carrier.conf"
+
+[carrier](carrier-registration)
+outbound_auth = carrier
+server_uri = sip:{host}:{port}
+client_uri = sip:{TRUNK_USER}@{host}:{port}
+contact_user = 12345
+endpoint = carrier
+; lab: register for {values.trunk_expiration} s and retry every {values.trunk_retry} s (production: 3600 / 60)
+expiration = {values.trunk_expiration}
+retry_interval = {values.trunk_retry}
+forbidden_retry_interval = {values.trunk_retry}
+fatal_retry_interval = {values.trunk_retry}
+
+[carrier](carrier-identify)
+endpoint = carrier
+match = {host}
+"""
+
+
+def render_carrier(values: LabConfigValues) -> dict[str, str]:
+    """The files the lab adds to asterisk_conf/lab-carrier/ (relative path → content)."""
+    return {
+        "carrier-secrets/pjsip-hotline.conf": f"; written by hotline-lab\npassword = {values.trunk_password}\n",
+        "carrier-secrets/ami-lab.conf": _lab_ami_user(values.lab_ami_user, values.lab_ami_secret),
+    }
 
 
 def render_generated(values: LabConfigValues) -> dict[str, str]:
@@ -50,17 +129,38 @@ def render_generated(values: LabConfigValues) -> dict[str, str]:
     }
     for number, password in sorted(values.agent_passwords.items()):
         files[f"hotline-secrets/pjsip-agent{number}.conf"] = f"; written by hotline-lab\npassword = {password}\n"
+    if values.lab_ami_secret:
+        files["hotline-secrets/ami-lab.conf"] = _lab_ami_user(values.lab_ami_user, values.lab_ami_secret)
+    if values.trunk_password:
+        files["pjsip-carrier.conf"] = render_carrier_trunk(values)
+        files["hotline-secrets/pjsip-carrier.conf"] = f"; written by hotline-lab\npassword = {values.trunk_password}\n"
     return files
 
 
 class ConfigInstaller:
-    def __init__(self, chroot: Chroot, conf_dir: Path) -> None:
+    """One PBX's configuration: the main hotline (default) or the lab carrier."""
+
+    def __init__(
+        self,
+        chroot: Chroot,
+        conf_dir: Path,
+        etc: str = "/etc/asterisk",
+        render: Callable[[LabConfigValues], dict[str, str]] = render_generated,
+        runtime_dirs: tuple[str, ...] | None = None,
+        secrets_dir: str = "hotline-secrets",
+        keep_debian_samples: bool = True,
+    ) -> None:
         self.chroot = chroot
         self.conf_dir = conf_dir
+        self.etc_inside = etc
+        self.render = render
+        self.runtime_dirs = runtime_dirs if runtime_dirs is not None else RUNTIME_DIRS
+        self.secrets_dir = secrets_dir
+        self.keep_debian_samples = keep_debian_samples
 
     @property
     def etc(self) -> Path:
-        return self.chroot.path("/etc/asterisk")
+        return self.chroot.path(self.etc_inside)
 
     def source_files(self) -> list[Path]:
         files = sorted(self.conf_dir.glob("*.conf"))
@@ -70,7 +170,8 @@ class ConfigInstaller:
 
     def install(self, values: LabConfigValues, report: Report) -> None:
         uid, gid = self.chroot.ids("asterisk", "asterisk")
-        self._keep_debian_samples(report)
+        if self.keep_debian_samples:
+            self._keep_debian_samples(report)
         staging = self.etc.with_name("asterisk.new")
         if staging.exists():
             shutil.rmtree(staging)
@@ -78,9 +179,9 @@ class ConfigInstaller:
         (staging / MARKER).write_text("installed by hotline-lab from asterisk_conf/; edit the repository, not here\n")
         for source in self.source_files():
             shutil.copyfile(source, staging / source.name)
-        secrets_dir = staging / "hotline-secrets"
+        secrets_dir = staging / self.secrets_dir
         secrets_dir.mkdir(mode=0o750)
-        for relative, content in render_generated(values).items():
+        for relative, content in self.render(values).items():
             target = staging / relative
             fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o640)
             with os.fdopen(fd, "w") as handle:
@@ -114,14 +215,19 @@ class ConfigInstaller:
 
     def _runtime_dirs(self, uid: int, gid: int) -> None:
         """/run/asterisk is made by systemd-tmpfiles on a real system."""
-        # /var/spool/asterisk/hotline/messages: the IVR's voice messages (RECORD FILE
-        # does not create directories)
-        for inside in ("/run/asterisk", "/var/log/asterisk", "/var/lib/asterisk", "/var/spool/asterisk",
-                       "/var/spool/asterisk/hotline", "/var/spool/asterisk/hotline/messages"):
+        for inside in self.runtime_dirs:
             path = self.chroot.path(inside)
             path.mkdir(parents=True, exist_ok=True)
             os.chown(path, uid, gid)
 
+
+#: /var/spool/asterisk/hotline/messages: the IVR's voice messages (RECORD FILE
+#: does not create directories)
+RUNTIME_DIRS = ("/run/asterisk", "/var/log/asterisk", "/var/lib/asterisk", "/var/spool/asterisk",
+                "/var/spool/asterisk/hotline", "/var/spool/asterisk/hotline/messages")
+#: the lab carrier's own state (asterisk_conf/lab-carrier/asterisk.conf)
+CARRIER_RUNTIME_DIRS = ("/run/asterisk-carrier", "/var/log/asterisk-carrier", "/var/lib/asterisk-carrier",
+                        "/var/spool/asterisk-carrier", "/var/cache/asterisk-carrier")
 
 AGI_BIN = "/usr/share/asterisk/agi-bin/hotline"
 

@@ -12,6 +12,7 @@ import errno
 import fcntl
 import hashlib
 import os
+import re
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -20,11 +21,19 @@ from typing import Any
 from . import secrets
 from .ami_blocking import AmiClient, AmiError, open_session
 from .asterisk import Asterisk
-from .callflow import CallRequest, CallResult, originate_citizen
+from .callflow import CallRequest, CallResult, originate_citizen, originate_citizen_via_trunk, originate_outbound
 from .chroot import Chroot
 from .errors import LabError
 from .gatewayctl import GatewayProcess
-from .install import PJSIP_AGENTS, ConfigInstaller, LabConfigValues, install_agi_scripts
+from .install import (
+    CARRIER_ETC,
+    CARRIER_RUNTIME_DIRS,
+    PJSIP_AGENTS,
+    ConfigInstaller,
+    LabConfigValues,
+    install_agi_scripts,
+    render_carrier,
+)
 from .prompts import LAB_TONES, SoundBuilder, collect_prompts, install_file
 from .redisctl import RedisControl
 from .settings import LabSettings
@@ -34,6 +43,7 @@ __all__ = ["Lab"]
 Report = Callable[[str], None]
 
 SOUNDS = "/usr/share/asterisk/sounds"
+_REGISTRATION_STATE = re.compile(r"\b(Registered|Unregistered|Rejected|Stopped|Unknown)\b")
 
 
 def _quiet(_message: str) -> None:
@@ -47,8 +57,17 @@ class Lab:
         s = self.settings
         self.chroot = Chroot(s.chroot, s.debian_mirror, s.suite)
         self.asterisk = Asterisk(self.chroot, s.state_dir)
+        #: the lab carrier: a second Asterisk on the far end of the hotline's PJSIP trunk
+        self.carrier = Asterisk(
+            self.chroot, s.state_dir, name="carrier", config_file=f"{CARRIER_ETC}/asterisk.conf",
+            run_dir="/run/asterisk-carrier", log_dir="/var/log/asterisk-carrier",
+        )
         self.redis = RedisControl(s.redis_url, s.state_dir)
         self.installer = ConfigInstaller(self.chroot, s.conf_dir)
+        self.carrier_installer = ConfigInstaller(
+            self.chroot, s.carrier_conf_dir, etc=CARRIER_ETC, render=render_carrier,
+            runtime_dirs=CARRIER_RUNTIME_DIRS, secrets_dir="carrier-secrets", keep_debian_samples=False,
+        )
         self.sounds = SoundBuilder(s.state_dir / "sound-cache")
         self.gateway = GatewayProcess(
             python=s.python,
@@ -60,7 +79,12 @@ class Lab:
 
     # -- secrets ----------------------------------------------------------------------------
     def ami_secret(self) -> str:
+        """The gateway's AMI secret (user ``hotline-gateway``)."""
         return secrets.ami_secret(self.settings.state_dir, self.settings.ami_secret_env)
+
+    def lab_ami_secret(self) -> str:
+        """The lab tool's own AMI secret (user ``hotline-lab`` on the hotline and the carrier)."""
+        return secrets.lab_ami_secret(self.settings.state_dir)
 
     def _gateway_environment(self) -> dict[str, str]:
         s = self.settings
@@ -69,6 +93,8 @@ class Lab:
             "HOTLINE_AMI_PORT": str(s.ami_port),
             # the monitor replays Asterisk's queue_log after an AMI reconnect
             "HOTLINE_MONITOR_QUEUE_LOG": str(self.chroot.path("/var/log/asterisk/queue_log")),
+            # the lab trunk's capacity (hotline_trunk_channels_capacity)
+            "HOTLINE_MONITOR_TRUNK_CAPACITY": f"carrier={s.trunk_capacity}",
         }
         if not s.ami_secret_env:
             env["HOTLINE_AMI_SECRET_FILE"] = str(secrets.ami_secret_file(s.state_dir))
@@ -105,13 +131,16 @@ class Lab:
         with self._lock():
             self.chroot.ensure_built(self.report)
             self.asterisk.cleanup_stale(self.report)
+            self.carrier.cleanup_stale(self.report)
             self.chroot.mount(self.report)
             self.chroot.ensure_packages(self.report)
             self.install()
-            if self.asterisk.pid() is not None and self.asterisk.responsive():
-                self.asterisk.reload(self.report)
-            else:
-                self.asterisk.start(self.report)
+            # the carrier first: the hotline registers to it as soon as it boots
+            for pbx in (self.carrier, self.asterisk):
+                if pbx.pid() is not None and pbx.responsive():
+                    pbx.reload(self.report)
+                else:
+                    pbx.start(self.report)
             self.redis.ensure(self.report)
             if gateway:
                 self.gateway.start(self.report, ("--bench",) if bench else ())
@@ -129,8 +158,17 @@ class Lab:
             agi_url=s.agi_url,
             lab_agents=s.agents,
             redis_url=s.redis_url,
+            lab_ami_user=s.lab_ami_user,
+            lab_ami_secret=self.lab_ami_secret(),
+            trunk_password=secrets.trunk_password(s.state_dir),
+            carrier_host=s.carrier_host,
+            carrier_sip_port=s.carrier_sip_port,
+            trunk_expiration=s.trunk_expiration,
+            trunk_qualify=s.trunk_qualify,
+            trunk_retry=s.trunk_retry,
         )
         self.installer.install(values, self.report)
+        self.carrier_installer.install(values, self.report)
         install_agi_scripts(self.chroot, s.repo_root / "agi_scripts", self.report)
         prompts = collect_prompts(s.flows_dir, s.conf_dir / "prompts.yaml")
         self.sounds.install_prompts(prompts, self.chroot.path(f"{SOUNDS}/zh"), self.report)
@@ -142,6 +180,7 @@ class Lab:
         with self._lock():
             self.gateway.stop(self.report)
             self.asterisk.stop(self.report)
+            self.carrier.stop(self.report)
             self.chroot.unmount(self.report)
             self.redis.stop_if_ours(self.report)
 
@@ -151,6 +190,17 @@ class Lab:
         asterisk: dict[str, Any] = {"pid": pid, "running": False}
         if pid is not None and self.asterisk.responsive():
             asterisk.update(running=True, version=self.asterisk.version(), channels=self.asterisk.channel_count())
+        carrier_pid = self.carrier.pid()
+        carrier: dict[str, Any] = {
+            "pid": carrier_pid,
+            "running": False,
+            "sip": f"{self.settings.carrier_host}:{self.settings.carrier_sip_port}",
+        }
+        if carrier_pid is not None and self.carrier.responsive():
+            carrier.update(running=True, channels=self.carrier.channel_count())
+        trunk: dict[str, Any] = {"registration": None, "contact": None}
+        if asterisk["running"]:
+            trunk = self.trunk_status()
         gateway_pid = self.gateway.pid()
         return {
             "chroot": {
@@ -159,6 +209,8 @@ class Lab:
                 "mounted": self.chroot.mounted(),
             },
             "asterisk": asterisk,
+            "carrier": carrier,
+            "trunk": trunk,
             "gateway": {
                 "pid": gateway_pid,
                 "healthy": self.gateway.healthy(),
@@ -176,15 +228,66 @@ class Lab:
         """One Asterisk CLI command (``asterisk -rx``) inside the chroot."""
         return self.asterisk.cli(command, timeout)
 
-    def ami(self, secret: str | None = None, username: str | None = None) -> AmiClient:
-        """A logged-in AMI session as the gateway's user; close it (or ``with``)."""
-        s = self.settings
+    def carrier_cli(self, command: str, timeout: float = 20.0) -> str:
+        """One CLI command on the lab carrier (``asterisk -C .../asterisk-carrier/asterisk.conf -rx``)."""
+        return self.carrier.cli(command, timeout)
+
+    def trunk_status(self) -> dict[str, Any]:
+        """The hotline's view of its trunk: registration and qualify state (CLI)."""
+        registration = contact = None
         try:
-            return open_session(s.ami_host, s.ami_port, username or s.ami_user, secret or self.ami_secret())
+            for line in self.cli("pjsip show registrations").splitlines():
+                fields = line.split()
+                state = _REGISTRATION_STATE.search(line)
+                if fields and fields[0].startswith("carrier/") and state:
+                    registration = state.group(1)
+            for line in self.cli("pjsip show contacts").splitlines():
+                fields = line.split()
+                if len(fields) >= 4 and fields[0] == "Contact:" and fields[1].startswith("carrier/"):
+                    contact = " ".join(fields[3:])
+        except LabError:
+            pass
+        return {"registration": registration, "contact": contact}
+
+    def ami(self, secret: str | None = None, username: str | None = None) -> AmiClient:
+        """A logged-in AMI session as the lab's own user (all events); close it (or ``with``)."""
+        s = self.settings
+        if username is None:
+            username, secret = s.lab_ami_user, secret or self.lab_ami_secret()
+        return self._open(s.ami_host, s.ami_port, username, secret or self.ami_secret())
+
+    def gateway_ami(self, secret: str | None = None) -> AmiClient:
+        """A logged-in AMI session as the gateway's least-privilege, event-filtered user."""
+        return self._open(self.settings.ami_host, self.settings.ami_port, self.settings.ami_user,
+                          secret or self.ami_secret())
+
+    def carrier_ami(self) -> AmiClient:
+        """A logged-in AMI session on the lab carrier (lab user)."""
+        s = self.settings
+        return self._open(s.ami_host, s.carrier_ami_port, s.lab_ami_user, self.lab_ami_secret())
+
+    @staticmethod
+    def _open(host: str, port: int, username: str, secret: str) -> AmiClient:
+        try:
+            return open_session(host, port, username, secret)
         except AmiError as exc:
             if "cannot connect" in str(exc):
                 raise AmiError(f"{exc} (is the lab up? `hotline-lab up`)") from None
             raise
+
+    def set_carrier_behaviour(self, number: str, behaviour: str | None) -> None:
+        """Script the carrier's answer for calls to ``number`` (None: back to the default).
+
+        ``number`` may be ``default``. Syntax: asterisk_conf/lab-carrier/extensions.conf.
+        """
+        if behaviour is None:
+            self.carrier_cli(f"database del carrier {number}")
+            return
+        if not behaviour or any(ch in behaviour for ch in "\"'\n ;"):
+            raise LabError(f"behaviour {behaviour!r}: comma-separated steps, no spaces or quotes")
+        output = self.carrier_cli(f'database put carrier {number} "{behaviour}"')
+        if "successfully" not in output.lower():
+            raise LabError(f"carrier: database put failed: {output.strip()}")
 
     def speech_sound(self, text_or_file: str) -> str:
         """Install a citizen utterance (Mandarin text or an audio file) and
@@ -203,4 +306,15 @@ class Lab:
         """Place one simulated citizen call and follow it to its end."""
         request = request or CallRequest()
         with self.ami() as ami:
+            if request.via == "trunk":
+                with self.carrier_ami() as carrier:
+                    return originate_citizen_via_trunk(
+                        ami, carrier, request, read_record=self.redis.read_call, on_step=on_step
+                    )
             return originate_citizen(ami, request, read_record=self.redis.read_call, on_step=on_step)
+
+    def outbound(self, number: str, listen: float = 15.0, stay: float = 1.0, timeout: float = 90.0):
+        """The hotline calls ``number`` out through the trunk ([hotline-outbound]); the
+        carrier answers as scripted. Returns an :class:`OutboundResult`."""
+        with self.ami() as ami:
+            return originate_outbound(ami, number, listen=listen, stay=stay, timeout=timeout)

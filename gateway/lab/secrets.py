@@ -13,7 +13,7 @@ from pathlib import Path
 
 from .errors import LabError
 
-__all__ = ["agent_password", "ami_secret", "check_secret"]
+__all__ = ["agent_password", "ami_secret", "check_secret", "lab_ami_secret", "trunk_password"]
 
 _FORBIDDEN = set(";\n\r\"'\\") | {"\0"}
 
@@ -65,6 +65,16 @@ def agent_password(state_dir: Path, number: int, environ: Mapping[str, str] | No
     if env.get(name):
         return check_secret(name, env[name])
     return _kept(state_dir / f"pjsip-agent{number}.secret")
+
+
+def lab_ami_secret(state_dir: Path) -> str:
+    """The lab tool's own AMI user (hotline-lab, on both PBXs): <state>/ami-lab.secret."""
+    return _kept(state_dir / "ami-lab.secret")
+
+
+def trunk_password(state_dir: Path) -> str:
+    """The hotline's digest password at the lab carrier: <state>/pjsip-carrier.secret."""
+    return _kept(state_dir / "pjsip-carrier.secret")
 
 
 __all__ += ["ami_secret_file"]

@@ -37,7 +37,10 @@ class LabSettings:
     redis_url: str = "redis://127.0.0.1:6379/0"
     ami_host: str = "127.0.0.1"
     ami_port: int = 5038
+    #: the gateway's least-privilege AMI user (its events are filtered to what it consumes)
     ami_user: str = "hotline-gateway"
+    #: the lab tool's and the tests' own AMI user (all events; lab-only, generated secret)
+    lab_ami_user: str = "hotline-lab"
     #: from HOTLINE_AMI_SECRET; empty = generate/keep one in <state>/ami.secret
     ami_secret_env: str = field(default="", repr=False)
     agi_port: int = 4573
@@ -48,6 +51,18 @@ class LabSettings:
     python: str = sys.executable
     #: the gateway's flow directory (HOTLINE_FLOWS_DIRECTORY); prompts come from it
     flows_directory: Path | None = None
+    #: the lab carrier (a second Asterisk in the chroot) on its own loopback address,
+    #: so the hotline identifies it by source address like a real carrier's SBC
+    carrier_host: str = "127.0.0.2"
+    carrier_sip_port: int = 5070
+    carrier_ami_port: int = 5039
+    #: lab trunk timers (production templates: register for 3600 s, qualify every 30 s);
+    #: short here so a stopped carrier shows as unregistered/unreachable within a minute
+    trunk_expiration: int = 30
+    trunk_qualify: int = 5
+    trunk_retry: int = 5
+    #: hotline_trunk_channels_capacity of the lab trunk
+    trunk_capacity: int = 30
     debian_mirror: str = "http://deb.debian.org/debian"
     suite: str = "sid"
 
@@ -89,6 +104,10 @@ class LabSettings:
     @property
     def conf_dir(self) -> Path:
         return self.repo_root / "asterisk_conf"
+
+    @property
+    def carrier_conf_dir(self) -> Path:
+        return self.repo_root / "asterisk_conf" / "lab-carrier"
 
     @property
     def flows_dir(self) -> Path:
