@@ -48,6 +48,8 @@ class Gateway:
     metrics: GatewayMetrics
     registry: CollectorRegistry
     monitor: Monitor | None = None
+    dialer: object | None = None
+    callbacks: object | None = None
 
     def reload_flows(self) -> bool:
         """Re-read ivr_flows/ (SIGHUP); new flow names become AGI scripts too."""
@@ -133,6 +135,12 @@ def build_gateway(reactor, config: GatewayConfig, enable_bench: bool = False) ->
     else:
         log.warn("No AMI secret (HOTLINE_AMI_SECRET[_FILE]): queue monitoring is off; FastAGI still serves calls")
 
+    dialer_parts = None
+    if config.dialer.enabled and monitor is not None:
+        dialer_parts = build_dialer(reactor, config, client, run_blocking, registry, monitor)
+    elif config.dialer.enabled:
+        log.warn("dialer.enabled but no AMI: the dialer and callbacks stay off")
+
     async def readiness() -> dict[str, bool]:
         return {"redis": await store.ping(), "ami": bool(monitor is not None and monitor.client.logged_in)}
 
@@ -140,7 +148,10 @@ def build_gateway(reactor, config: GatewayConfig, enable_bench: bool = False) ->
     agi_endpoint = endpoints.TCP4ServerEndpoint(reactor, config.agi.port, backlog=1024, interface=config.agi.host)
     internet.StreamServerEndpointService(agi_endpoint, factory).setServiceParent(services)
     http_endpoint = endpoints.TCP4ServerEndpoint(reactor, config.http.port, interface=config.http.host)
-    internet.StreamServerEndpointService(http_endpoint, build_site(registry, readiness, factory.rtt_samples)).setServiceParent(services)
+    site = build_site(registry, readiness, factory.rtt_samples)
+    if dialer_parts is not None and dialer_parts.api is not None:
+        site.resource.putChild(b"callbacks", dialer_parts.api)
+    internet.StreamServerEndpointService(http_endpoint, site).setServiceParent(services)
 
     class _Pool(service.Service):
         def startService(self):
@@ -155,7 +166,104 @@ def build_gateway(reactor, config: GatewayConfig, enable_bench: bool = False) ->
     _Pool().setServiceParent(services)
     if monitor is not None:
         monitor.client.setServiceParent(services)
-    return Gateway(config, services, library, factory, store, metrics, registry, monitor)
+    if dialer_parts is not None:
+        dialer_parts.service.setServiceParent(services)
+    return Gateway(config, services, library, factory, store, metrics, registry, monitor,
+                   dialer=dialer_parts.dialer if dialer_parts else None,
+                   callbacks=dialer_parts.callbacks if dialer_parts else None)
+
+
+@dataclass
+class DialerParts:
+    dialer: object
+    callbacks: object
+    service: service.Service
+    api: object | None
+
+
+def build_dialer(reactor, config: GatewayConfig, client, run_blocking, registry: CollectorRegistry,
+                 monitor: Monitor) -> DialerParts:
+    """The dialer core, the callback service, its sources and its HTTP API."""
+    from .callbacks.api import CallbacksResource
+    from .callbacks.metrics import CallbackMetrics
+    from .callbacks.service import CallbackService, CallbackSettings
+    from .callbacks.sources import StreamSource, ivr_request_handler, missed_call_handler
+    from .dialer.jobs import JobStore
+    from .dialer.pacing import Pacer, TrunkLimit
+    from .dialer.policy import NumberPolicy
+    from .dialer.retry import RetryPolicy
+    from .dialer.service import Dialer, DialerMetrics, DialerSettings
+    from .dialer.windows import CallWindows
+
+    d, c = config.dialer, config.callbacks
+    prefix = config.redis.key_prefix
+    state = monitor.state
+
+    def trunk_channels(trunk: str) -> int:
+        view = state.trunk_views().get(trunk)
+        return view.channels if view is not None else 0
+
+    def available_agents(queue: str) -> int:
+        view = state.queue_views(reactor.seconds()).get(queue)
+        return view.available if view is not None else 0
+
+    store = JobStore(client, key_prefix=prefix)
+    pacer = Pacer(reactor, {d.trunk: TrunkLimit(d.trunk_channels, d.inbound_reserve, d.max_outbound,
+                                                d.calls_per_second)}, trunk_channels, available_agents)
+    policy = NumberPolicy.from_text(d.allowed_kinds, d.local_area_code)
+    windows = CallWindows(d.window_start, d.window_end, config.flows.timezone, d.holidays,
+                          CallWindows.parse_days(d.closed_days))
+    dialer = Dialer(
+        clock=reactor, run_blocking=run_blocking, store=store, ami=monitor.client, pacer=pacer, windows=windows,
+        retry=RetryPolicy.from_text(d.backoff, d.max_attempts), metrics=DialerMetrics(registry),
+        settings=DialerSettings(
+            trunk=d.trunk, lease=d.lease, poll_interval=d.poll_interval, batch=d.batch, ring_timeout=d.ring_timeout,
+            per_number_cap=d.per_number_cap, min_talk=c.min_talk, retry_interval=config.redis.retry_interval,
+            callback_priority=c.priority,
+        ),
+    )
+    for name, handler in dialer.subscriptions().items():
+        monitor.router.subscribe(name, handler)
+    monitor.client.add_lost_hook(dialer.connection_lost)
+
+    callbacks = None
+    sources = []
+    api = None
+    if c.enabled:
+        callbacks = CallbackService(
+            clock=reactor, run_blocking=run_blocking, store=store, policy=policy, metrics=CallbackMetrics(registry),
+            settings=CallbackSettings(mode=c.mode, queue=c.queue, caller_id=c.caller_id, min_wait=c.min_wait,
+                                      merge_window=c.merge_window, expiry=c.expiry),
+            count_connected=lambda queue: monitor.metrics.queue.callbacks_connected.labels(queue=queue).inc(),
+        )
+        state.add_abandon_listener(callbacks.on_abandon)
+        state.add_answer_listener(callbacks.on_answered)
+        dialer.add_attempt_listener(callbacks.on_attempt)
+        dialer.add_final_listener(callbacks.on_final)
+        for name, stream, handler in (
+            ("safety-net", f"{prefix}:missed:calls", missed_call_handler(callbacks)),
+            ("ivr-request", f"{prefix}:callback:requests", ivr_request_handler(callbacks)),
+        ):
+            sources.append(StreamSource(
+                name=name, clock=reactor, run_blocking=run_blocking, client=client, stream=stream,
+                cursor_key=f"{prefix}:callbacks:cursor:{name}", handler=handler, interval=c.poll_interval,
+            ))
+        api = CallbacksResource(callbacks, c.api_token)
+
+    class _DialerService(service.Service):
+        def startService(self):
+            super().startService()
+            dialer.start()
+            for source in sources:
+                source.start()
+
+        def stopService(self):
+            super().stopService()
+            for source in sources:
+                source.stop()
+            dialer.stop()
+
+    return DialerParts(dialer, callbacks, _DialerService(), api)
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -199,6 +307,59 @@ def _show_config(args: argparse.Namespace) -> int:
     return 0
 
 
+def _callbacks(args: argparse.Namespace) -> int:
+    """``hotline-gateway callbacks list|show|cancel|add|dnc`` against Redis (blocking: a console command)."""
+    import time
+
+    import redis
+
+    from .callbacks.service import CALLBACK_CAMPAIGN, job_id_for
+    from .dialer.jobs import JobStore, NewJob
+    from .dialer.policy import NumberPolicy
+    from .masking import mask_number
+
+    config = load_config(args.config)
+    client = redis.Redis.from_url(config.redis.url, socket_timeout=5, decode_responses=True)
+    store = JobStore(client, key_prefix=config.redis.key_prefix, owner="console")
+    now = time.time()
+    if args.action == "list":
+        for job in store.list(CALLBACK_CAMPAIGN, args.state, args.limit):
+            print(f"{job.id}\t{job.state}\t{job.outcome or '-'}\t{mask_number(job.number)}\t"
+                  f"attempts={job.attempts}\tmerged={job.merged}\t{job.payload.get('source', '')}")
+        return 0
+    if args.action == "show":
+        job = store.get(args.target)
+        if job is None:
+            print(f"no callback {args.target}", file=sys.stderr)
+            return 1
+        view = job.public()
+        view["number"] = mask_number(job.number)
+        print(json.dumps({"callback": view, "history": store.history(args.target)}, indent=2, ensure_ascii=False))
+        return 0
+    if args.action == "cancel":
+        result = store.cancel(args.target, now, "console")
+        print({0: "no pending callback", 1: "cancel requested (call in progress)", 2: "cancelled"}[result])
+        return 0 if result else 1
+    policy = NumberPolicy.from_text(config.dialer.allowed_kinds, config.dialer.local_area_code)
+    decision = policy.check(args.target)
+    if not decision.allowed:
+        print(f"refused: {decision.reason}", file=sys.stderr)
+        return 1
+    if args.action == "dnc":
+        store.add_dnc(decision.e164)
+        print(f"{mask_number(decision.dial)} is on the do-not-call list")
+        return 0
+    c = config.callbacks
+    call_id = f"console-{int(now * 1000)}"
+    result, job_id = store.add(NewJob(job_id_for(call_id), CALLBACK_CAMPAIGN, decision.dial, decision.e164, now, now,
+                                      now + c.expiry, c.caller_id, c.mode, c.queue, {"source": "console",
+                                                                                     "call_id": call_id,
+                                                                                     "queue": c.queue}),
+                               now, c.merge_window)
+    print(f"{result} {job_id}")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="hotline-gateway", description="12345 hotline telephony gateway")
     parser.add_argument("--config", help="TOML configuration file (default: $HOTLINE_CONFIG)")
@@ -210,6 +371,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     check.add_argument("directory", nargs="?", help="flow directory (default: configured)")
     check.set_defaults(func=_check_flows)
     sub.add_parser("config", help="print the effective configuration (secrets hidden)").set_defaults(func=_show_config)
+    cb = sub.add_parser("callbacks", help="list / show / cancel / add callbacks, or add a number to do-not-call")
+    cb.add_argument("action", choices=("list", "show", "cancel", "add", "dnc"))
+    cb.add_argument("target", nargs="?", default="", help="callback id (show, cancel) or number (add, dnc)")
+    cb.add_argument("--state", choices=("pending", "leased", "done"), help="list: only this state")
+    cb.add_argument("--limit", type=int, default=50)
+    cb.set_defaults(func=_callbacks)
     args = parser.parse_args(argv)
     try:
         return args.func(args)

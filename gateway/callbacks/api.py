@@ -22,7 +22,7 @@ from twisted.web import resource, server
 
 from ..dialer.jobs import Job
 from ..masking import mask_number
-from .service import CallbackService
+from .service import CallbackService, job_id_for
 
 __all__ = ["CallbacksResource"]
 
@@ -119,7 +119,9 @@ class CallbacksResource(resource.Resource):
             )
             if result.startswith("ignored"):
                 return 422, {"error": "number refused by the dialling policy", "result": result}
-            return (201 if result == "added" else 200), {"result": result, "id": f"cb-{call_id}"}
+            if result == "added":
+                return 201, {"result": result, "id": job_id_for(call_id)}
+            return 200, {"result": result}  # merged into the number's open callback, or already there
         if method == "DELETE" and len(path) == 1:
             result = await self.service.cancel(path[0], "api")
             if result == 0:

@@ -3,8 +3,10 @@
 Per trunk: ``channels`` (the trunk's capacity), ``reserve`` (channels kept for
 citizens calling in: outbound never takes them), ``max_outbound`` (concurrent
 outbound channels) and ``rate`` (new calls per second, a token bucket). The
-trunk's channels in use come from the monitor (all directions); the dialer's
-own calls are subtracted to get the inbound load. For agent-first calls an
+trunk's channels in use come from the monitor (all directions) and the dialer's
+own calls in progress are added on top: a call just originated is not up on
+the trunk yet, so its channel may be missing from the monitor's count, and
+counting an outbound call twice errs on the side of inbound capacity. For agent-first calls an
 available agent must be free that no other agent-first call in flight holds.
 
 Pure apart from the injected clock; the caller asks :meth:`Pacer.acquire` and
@@ -73,8 +75,9 @@ class Pacer:
         own = self._active[trunk]
         if own >= limit.max_outbound:
             return "outbound channels"
-        inbound = max(0, self._trunk_channels(trunk) - own)
-        if inbound + own + 1 > limit.channels - limit.reserve:
+        # The monitor's count may or may not include our own calls yet (a call just
+        # originated is not up on the trunk); counting them on top errs on inbound's side.
+        if self._trunk_channels(trunk) + own + 1 > limit.channels - limit.reserve:
             return "inbound reserve"
         self._refill(trunk, limit)
         if self._tokens[trunk] < 1.0:

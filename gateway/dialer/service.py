@@ -366,9 +366,10 @@ class Dialer:
 
     def on_hangup(self, message: AmiMessage) -> None:
         attempt = self.attempts.get(message.get("Uniqueid"))
-        if attempt is not None and not attempt.concluded and attempt.answered:
-            # the dialplan's "done" event precedes the Hangup; if it was missed, ask AstDB
-            self._settle_later(attempt, 2.0)
+        if attempt is not None and not attempt.concluded:
+            # the originated channel is gone: the attempt is over. Its OriginateResponse or "done"
+            # event normally came first; if not (filtered, missed), Asterisk's AstDB record settles it.
+            self._settle_later(attempt, 1.0)
 
     def connection_lost(self) -> None:
         """AMI went away: events for attempts in progress may be lost; settle them after reconnecting."""
