@@ -213,10 +213,9 @@ class Driver:
 
 
 def lab_secret() -> str:
-    secret = os.environ.get("HOTLINE_AMI_SECRET")
-    if secret:
-        return secret
-    path = Path(os.environ.get("HOTLINE_LAB_CACHE", REPO / ".cache")) / "lab" / "ami.secret"
+    """The lab's own AMI user (hotline-lab): the gateway's user only receives the
+    events the gateway consumes, not the bench's BenchDone UserEvents."""
+    path = Path(os.environ.get("HOTLINE_LAB_CACHE", REPO / ".cache")) / "lab" / "ami-lab.secret"
     return path.read_text().strip()
 
 
@@ -226,7 +225,7 @@ async def bench(reactor, args) -> list[RunResult]:
     ami = await endpoints.connectProtocol(endpoint, AmiProtocol())
     await ami.banner
     secret = lab_secret()
-    await ami.login("hotline-gateway", secret, events="user,call")
+    await ami.login("hotline-lab", secret, events="user,call")
     driver = Driver(ami)
     servers = {t: AgiServer(t, workdir) for t in args.targets if t != "native"}
     for server in servers.values():

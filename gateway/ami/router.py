@@ -64,26 +64,24 @@ class EventRouter:
                 log.failure("AMI handler {handler!r} failed on {event}", handler=handler, event=message.name)
 
 
-#: Narrower filters for events that carry a sub-type header (the rest: by name).
-_HEADER_FILTERS = {"UserEvent": ("UserEvent", "HotlinePath")}
-
-
-def eventfilter_lines(names: Iterable[str]) -> list[str]:
+def eventfilter_lines(names: Iterable[str], user_events: Iterable[str] = ("HotlinePath",)) -> list[str]:
     """``manager.conf`` advanced event filters (Asterisk ≥ 22.1) for ``names``.
 
-    The AMI ``Filter`` action would set these per session, but it needs the
-    ``system`` write class, which the gateway's least-privilege user does not
-    hold; ``eventfilter`` lines in the user's ``manager.conf`` section need no
-    privilege at all. Replies to actions (QueueStatus lists …) are not events
-    and are not filtered.
+    A ``UserEvent`` subscription is narrowed to the ``user_events`` names (one
+    include line each; include filters are OR-ed). The AMI ``Filter`` action
+    would set these per session, but it needs the ``system`` write class, which
+    the gateway's least-privilege user does not hold; ``eventfilter`` lines in
+    the user's ``manager.conf`` section need no privilege at all. Replies to
+    actions (QueueStatus lists …) are written straight to the session and are
+    not filtered.
     """
     lines = []
     for name in sorted(set(names)):
-        header = _HEADER_FILTERS.get(name)
-        if header is None:
-            lines.append(f"eventfilter(action(include),name({name})) =")
+        if name == "UserEvent":
+            for user_event in sorted(set(user_events)):
+                lines.append(
+                    f"eventfilter(action(include),name(UserEvent),header(UserEvent),method(exact)) = {user_event}"
+                )
         else:
-            lines.append(
-                f"eventfilter(action(include),name({name}),header({header[0]}),method(exact)) = {header[1]}"
-            )
+            lines.append(f"eventfilter(action(include),name({name})) =")
     return lines

@@ -9,7 +9,12 @@ Fixtures for other integration tests:
                       ``.call()``, ``.asterisk``, ``.redis``, ``.gateway``).
 * ``gateway_up``    — the same lab with the gateway running (started if needed).
 * ``gateway_down``  — the same lab with the gateway stopped.
-* ``ami``           — a logged-in AMI session as ``hotline-gateway`` (closed after).
+* ``ami``           — a logged-in AMI session as ``hotline-gateway``, the gateway's
+                      least-privilege, event-filtered user (closed after). The lab
+                      tool's own user (``hotline-lab``, every event) is ``lab.ami()``;
+                      the carrier's is ``lab.carrier_ami()``.
+* ``trunk_up``      — the lab with the hotline registered at the lab carrier and the
+                      trunk qualified (waits for it).
 * ``place_call``    — ``place_call(dtmf="1", hangup_after=15, ...)`` → CallResult:
                       originate a simulated citizen and follow the call to its end.
 
@@ -23,6 +28,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import time
 from collections.abc import Callable, Iterator
 
 import pytest
@@ -103,8 +109,26 @@ def gateway_down(lab: Lab) -> Lab:
 @pytest.fixture
 def ami(lab: Lab) -> Iterator[AmiClient]:
     """An AMI session logged in as the gateway's least-privilege user."""
-    with lab.ami() as client:
+    with lab.gateway_ami() as client:
         yield client
+
+
+@pytest.fixture
+def trunk_up(lab: Lab) -> Lab:
+    """The lab carrier running, the hotline registered at it and its contact reachable."""
+    if lab.carrier.pid() is None or not lab.carrier.responsive():
+        try:
+            lab.carrier.start(lambda _message: None)
+        except LabError as exc:
+            pytest.fail(f"the lab carrier did not start: {exc}")
+    deadline = time.monotonic() + 60
+    status = lab.trunk_status()
+    while not (status["registration"] == "Registered" and (status["contact"] or "").startswith("Avail")):
+        if time.monotonic() > deadline:
+            pytest.fail(f"the trunk did not come up within 60 s: {status}")
+        time.sleep(0.5)
+        status = lab.trunk_status()
+    return lab
 
 
 @pytest.fixture

@@ -32,10 +32,12 @@ CONTEXTS = {
     "hotline-transfer",
     "hotline-transfer-out",
     "hotline-agents",
+    "hotline-outbound",
     "lab-agent",
     "lab-agent-script",
     "lab-citizen",
     "lab-utility",
+    "lab-outbound-probe",
     "bench-citizen",
     "bench-agi",
     "bench-native",
@@ -186,7 +188,7 @@ def _perms(shown: str, label: str) -> set[str]:
 
 def test_manager_user_is_least_privilege(lab: Lab) -> None:
     shown = lab.cli("manager show user hotline-gateway")
-    assert _perms(shown, "read perm") == {"call", "agent", "user", "system", "dialplan"}
+    assert _perms(shown, "read perm") == {"call", "agent", "user", "system"}
     assert _perms(shown, "write perm") == {"originate", "reporting"}
     assert "displayconnects: no" in shown
     assert "deny - 0.0.0.0/0.0.0.0" in shown
@@ -194,8 +196,38 @@ def test_manager_user_is_least_privilege(lab: Lab) -> None:
 
 
 def test_ami_login_with_the_installed_secret(lab: Lab) -> None:
+    with lab.gateway_ami() as client:
+        assert client.action("Ping")["Response"] == "Success"
+
+
+def test_lab_has_its_own_ami_user(lab: Lab) -> None:
+    """The lab tool and the tests log in as hotline-lab (all events), never as the gateway."""
+    shown = lab.cli("manager show user hotline-lab")
+    assert _perms(shown, "read perm") >= {"call", "dialplan", "agent", "user", "system"}
     with lab.ami() as client:
         assert client.action("Ping")["Response"] == "Success"
+    assert "hotline-lab" not in (CONF / "manager.conf").read_text().split("--- lab only")[0]
+
+
+def test_gateway_user_only_receives_the_subscribed_events(gateway_down: Lab) -> None:
+    """manager.conf's eventfilter: during a call the gateway's session sees queue and
+    channel events and HotlinePath UserEvents, never Newexten/VarSet (the lab's user does)."""
+    lab = gateway_down
+    with lab.gateway_ami() as gateway, lab.ami() as tracker:
+        tracker.action("UserEvent", {"UserEvent": "NotForTheGateway", "Probe": "1"})
+        result = originate_and_follow(
+            tracker,
+            [("Channel", "Local/12345@from-lab"), ("Context", "lab-citizen"), ("Exten", "s"), ("Priority", "1"),
+             ("Variable", "CITIZEN_HANGUP_AFTER=8")],
+            timeout=40,
+        ).result
+        received = list(gateway.events(timeout=1.0))
+    seen = {e.get("Event") for e in received}
+    gateway_user_events = {e.get("UserEvent") for e in received if e.get("Event") == "UserEvent"}
+    assert {"Newexten", "VarSet"} <= {e.get("Event") for e in result.events}
+    assert {"Newchannel", "Hangup", "UserEvent", "QueueCallerJoin", "AgentConnect"} <= seen
+    assert not seen & {"Newexten", "VarSet", "Newstate", "BridgeEnter"}
+    assert gateway_user_events == {"HotlinePath"}
 
 
 def test_ami_login_with_a_wrong_secret_is_refused(lab: Lab) -> None:
@@ -213,14 +245,14 @@ def test_ami_secret_from_the_environment(lab: Lab) -> None:
     try:
         env_lab.install()
         lab.cli("manager reload")
-        with env_lab.ami() as client:
+        with env_lab.gateway_ami() as client:
             assert client.action("Ping")["Response"] == "Success"
         with pytest.raises(AmiError, match="refused"):
             open_session(lab.settings.ami_host, lab.settings.ami_port, lab.settings.ami_user, old_secret)
     finally:
         lab.install()
         lab.cli("manager reload")
-    with lab.ami() as client:
+    with lab.gateway_ami() as client:
         assert client.action("Ping")["Response"] == "Success"
 
 

@@ -166,10 +166,18 @@ def test_eventfilter_lines_from_the_table(capsys):
     assert "eventfilter(action(include),name(QueueCallerAbandon)) =" in out
     assert "eventfilter(action(include),name(UserEvent),header(UserEvent),method(exact)) = HotlinePath" in out
     table = subscription_table(AmiEventAdapter(HotlineState(), lambda: 0.0))
-    assert len([line for line in out if line.startswith("eventfilter")]) == len(table)
+    assert set(table) <= {line.split("name(")[1].split(")")[0] for line in out if line.startswith("eventfilter")}
     assert eventfilter_lines(["B", "A", "A"]) == [
         "eventfilter(action(include),name(A)) =",
         "eventfilter(action(include),name(B)) =",
+    ]
+
+
+def test_eventfilter_narrows_user_events_to_the_named_ones():
+    """One include line per UserEvent name (include filters are OR-ed by Asterisk)."""
+    assert eventfilter_lines(["UserEvent"], ["HotlinePath", "HotlineCallback"]) == [
+        "eventfilter(action(include),name(UserEvent),header(UserEvent),method(exact)) = HotlineCallback",
+        "eventfilter(action(include),name(UserEvent),header(UserEvent),method(exact)) = HotlinePath",
     ]
 
 
