@@ -71,6 +71,7 @@ class Normalized:
 
 def compact(text: str) -> str:
     """Drop ASR word gaps, keeping a single space only between two ASCII letters."""
+    text = text.strip()
 
     def repl(m: re.Match[str]) -> str:
         before = text[m.start() - 1] if m.start() > 0 else ""
@@ -79,7 +80,7 @@ def compact(text: str) -> str:
             return " "
         return ""
 
-    return _GAP.sub(repl, text.strip())
+    return _GAP.sub(repl, text)
 
 
 def _protected_spans(text: str, protected: Iterable[str]) -> list[tuple[int, int]]:
