@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -53,7 +54,7 @@ def _parse_time(value: Any) -> dt.datetime | None:
 def _clean_confidence(value: Any) -> float | None:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return None
-    if value != value or value < 0 or value > 1:  # NaN or out of range
+    if math.isnan(value) or value < 0 or value > 1:
         return None
     return float(value)
 

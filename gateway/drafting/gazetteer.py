@@ -18,8 +18,9 @@ __all__ = ["DEFAULT_GAZETTEER", "Gazetteer", "Location", "load_gazetteer", "loca
 
 DEFAULT_GAZETTEER = DATA_DIR / "gazetteer.yaml"
 
-_NUMBER_AFTER_ROAD = re.compile(r"^(?:的)?(\d+)(?:号|弄)(?!楼)")
-_BUILDING = re.compile(r"(\d+)(?:号楼|栋|幢)")
+# 幸福路123号 → 123; right after a road, 12号楼下 is still the road number (12号 + 楼下)
+_NUMBER_AFTER_ROAD = re.compile(r"^(?:的)?(\d+)(?:号|弄)")
+_BUILDING = re.compile(r"(\d+)(?:号楼|栋|幢)(?![下上前后])")
 _UNIT = re.compile(r"(\d+)单元")
 _ROOM = re.compile(r"(?:单元|楼|栋)(\d{3,4})(?:室|号)?")
 
@@ -147,10 +148,13 @@ def locate(gaz: Gazetteer, text: str) -> Location:
     districts = {d for d, _ in candidates}
     streets = {s for _, s in candidates}
     number = None
+    tail_start = max(road_end, 0)
     if "road" in picked and road_end >= 0:
         m = _NUMBER_AFTER_ROAD.match(text[road_end:])
-        number = m.group(1) if m else None
-    tail = text[max(road_end, 0):]
+        if m:
+            number = m.group(1)
+            tail_start = road_end + m.end()
+    tail = text[tail_start:]
     building = _BUILDING.search(tail)
     unit = _UNIT.search(tail)
     room = _ROOM.search(tail)

@@ -15,8 +15,15 @@ from typing import Any
 from gateway.drafting.data_files import DATA_DIR, DataFileError, load_yaml, require
 
 __all__ = [
-    "Classification", "Label", "SeasonalRule", "Taxonomy", "TimeLimits", "UrgencyRules",
-    "DEFAULT_TAXONOMY", "load_taxonomy", "score_labels",
+    "DEFAULT_TAXONOMY",
+    "Classification",
+    "Label",
+    "SeasonalRule",
+    "Taxonomy",
+    "TimeLimits",
+    "UrgencyRules",
+    "load_taxonomy",
+    "score_labels",
 ]
 
 DEFAULT_TAXONOMY = DATA_DIR / "taxonomy.yaml"

@@ -97,7 +97,8 @@ def find_keywords(keywords: tuple[str, ...], tokens: frozenset[str], text: str,
         negated_everywhere = start >= 0
         while start >= 0:
             prefix = text[max(0, start - 3):start]
-            if not any(prefix.endswith(n) for n in negations):
+            # 是不是漏气了 asks, it does not deny
+            if prefix.endswith("是不是") or not any(prefix.endswith(n) for n in negations):
                 negated_everywhere = False
                 break
             start = text.find(word, start + 1)

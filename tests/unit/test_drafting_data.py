@@ -41,6 +41,11 @@ def test_a_road_in_two_districts_leaves_the_district_open_unless_one_is_named():
     assert (loc.district, loc.street, loc.road, loc.number) == ("城东区", "东关街道", "长江路", "56")
 
 
+def test_a_road_number_followed_by_lou_xia_is_the_number_not_a_building():
+    loc = locate(load_gazetteer(), "创新路77号楼下有人摆摊")
+    assert (loc.road, loc.number, loc.building) == ("创新路", "77", None)
+
+
 def test_a_road_spanning_two_streets_of_one_district_fixes_the_district_only():
     loc = locate(load_gazetteer(), "人民路上")
     assert (loc.district, loc.street, loc.road) == ("江北区", None, "人民路")
@@ -66,7 +71,7 @@ def test_paths_can_be_overridden(tmp_path):
     tax["topics"].append({"code": "pets", "label": "犬类管理", "keywords": {"遛狗": 4, "狗": 2}})
     gaz = {"city": "测试市", "districts": [{"name": "东区", "streets": [{"name": "甲街道", "roads": ["一号路"]}]}]}
     drafter = load_drafter(write(tmp_path, "t.yaml", tax), write(tmp_path, "g.yaml", gaz))
-    category, topic = drafter.classify("投诉 东区 有人 遛狗 不 拴绳")
+    _category, topic = drafter.classify("投诉 东区 有人 遛狗 不 拴绳")
     assert topic.code == "pets"
     assert drafter.locate("东区一号路").road == "一号路"
 

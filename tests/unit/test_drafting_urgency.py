@@ -79,6 +79,11 @@ def test_gas_leak_on_national_day_is_an_emergency_due_in_two_clock_hours(drafter
     assert "煤气味" in u.matched
 
 
+def test_a_question_whether_gas_leaks_is_not_read_as_a_negation(drafter):
+    u = drafter.urgency("闻到 天然气 味 不 知道 是不是 漏气 了", at(2026, 11, 23))
+    assert u.level == "emergency" and "漏气" in u.matched
+
+
 def test_a_negated_gas_smell_is_not_an_emergency(drafter):
     u = drafter.urgency("想 问一下 燃气表 怎么 充值 家里 没有 煤气味", at(2026, 11, 23))
     assert u.level == "consultation"
