@@ -152,7 +152,8 @@ def convert_numerals(text: str, protected: Iterable[str] = ()) -> str:
 # Personal numbers in digit form. ID cards: 17 digits + digit/X; the spoken
 # "叉" for X is folded first. Any other run of 7+ digits is treated as personal.
 _ID_X = re.compile(r"(?<=\d{17})[叉xX]")
-_NUMBER = re.compile(r"(?<![\d*])(0\d{2,3}-\d{7,8}|\d{17}[\dX]|\d{7,})(?![\d*])")
+# Amounts and quantities (1200000元, 3000000平米) are not personal numbers.
+_NUMBER = re.compile(r"(?<![\d*])(0\d{2,3}-\d{7,8}|\d{17}[\dX]|\d{7,})(?![\d*]|元|块|万|亿|平|米|吨|斤|人|户|%)")
 _MOBILE = re.compile(r"1[3-9]\d{9}")
 _LANDLINE = re.compile(r"0\d{2,3}-?\d{7,8}|[2-9]\d{6,7}")
 _ID_CARD = re.compile(r"[1-9]\d{5}(18|19|20)\d{2}(0[1-9]|1[0-2])(0[1-9]|[12]\d|3[01])\d{3}[\dX]")

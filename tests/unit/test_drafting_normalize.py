@@ -63,6 +63,11 @@ def test_id_card_with_spoken_x_is_masked_entirely_but_the_ends():
     assert "320102" not in n.masked
 
 
+def test_large_amounts_are_numbers_not_personal_data():
+    n = normalize("损失 了 一百二十万元 还有 一千五百万 平米")
+    assert n.masked == "损失了1200000元还有15000000平米" and n.numbers == ()
+
+
 def test_service_numbers_stay_readable():
     assert normalize("我打过12345和幺幺零").masked == "我打过12345和110"
 
