@@ -264,8 +264,12 @@ class Dialer:
             raise
         for slot in slots[len(jobs):]:
             self.pacer.release(slot)
-        for job, slot in zip(jobs, slots):
-            await self._start(job, slot, now)
+        # each start is its own write-ahead round trip: run them side by side in the pool
+        starts = [defer.Deferred.fromCoroutine(self._start(job, slot, now)) for job, slot in zip(jobs, slots)]
+        results = await defer.DeferredList(starts, consumeErrors=True)
+        for ok, failure in results:
+            if not ok:
+                raise failure.value
 
     async def _start(self, job: Job, slot: Slot, now: float) -> None:
         if now >= job.expires_at:
