@@ -22,7 +22,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from .model import HotlineState
+from .model import DIAL_OUTCOMES, HotlineState
 
 __all__ = ["WAIT_BUCKETS", "AmiMetrics", "MonitorMetrics", "QueueMetrics", "StateCollector"]
 
@@ -128,6 +128,12 @@ class QueueMetrics:
     def trunk_call(self, trunk: str, outcome: str) -> None:
         self.trunk_calls.labels(trunk=trunk, outcome=outcome).inc()
 
+    def trunk_seen(self, trunk: str) -> None:
+        """Create the trunk's outcome series at 0: ``increase()`` cannot see the increment
+        that creates a series, so a first answered call would otherwise count as nothing."""
+        for outcome in (*DIAL_OUTCOMES.values(), "other"):
+            self.trunk_calls.labels(trunk=trunk, outcome=outcome)
+
 
 class _Sink:
     """Adapts :class:`QueueMetrics` to the :class:`OutcomeSink` method names."""
@@ -161,6 +167,9 @@ class _Sink:
 
     def trunk_call(self, trunk: str, outcome: str) -> None:
         self._m.trunk_call(trunk, outcome)
+
+    def trunk_seen(self, trunk: str) -> None:
+        self._m.trunk_seen(trunk)
 
 
 class StateCollector(Collector):

@@ -91,6 +91,8 @@ class OutcomeSink(TypingProtocol):
 
     def trunk_call(self, trunk: str, outcome: str) -> None: ...
 
+    def trunk_seen(self, trunk: str) -> None: ...
+
 
 class NullSink:
     """An :class:`OutcomeSink` that counts nothing."""
@@ -120,6 +122,9 @@ class NullSink:
         pass
 
     def trunk_call(self, trunk: str, outcome: str) -> None:
+        pass
+
+    def trunk_seen(self, trunk: str) -> None:
         pass
 
 
@@ -305,6 +310,8 @@ class HotlineState:
         self._trunks: set[str] = set(trunks)
         self._capacity: dict[str, int] = dict(trunk_capacity or {})
         self._trunks.update(self._capacity)
+        for trunk in sorted(self._trunks):
+            self.sink.trunk_seen(trunk)
         self._registered: dict[str, bool] = {}
         self._registration_uris: dict[tuple[str, str], str] = {}
         self._contacts: dict[str, dict[str, _Contact]] = {}
@@ -568,6 +575,7 @@ class HotlineState:
     def _add_trunk(self, trunk: str) -> None:
         if trunk and trunk not in self._trunks:
             self._trunks.add(trunk)
+            self.sink.trunk_seen(trunk)
             for channel in self._channels.values():
                 channel.trunk = channel.trunk or trunk_of_channel(channel.name, self._trunks)
 

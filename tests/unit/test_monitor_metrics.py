@@ -81,6 +81,19 @@ def test_unknown_trunk_state_is_not_exported_as_zero():
     assert registry.get_sample_value("hotline_trunk_channels_in_use", {"trunk": "carrier"}) == 0
 
 
+def test_trunk_outcome_series_exist_at_zero_before_the_first_call():
+    """increase() cannot see the increment that creates a series: every outcome of a
+    known trunk (configured, or learnt from a registration) is exported at 0 up front."""
+    registry, _metrics, state = rig()
+    labels = {"trunk": "carrier", "outcome": "answer"}
+    assert registry.get_sample_value("hotline_trunk_outbound_calls_total", labels) == 0
+    assert registry.get_sample_value("hotline_trunk_outbound_calls_total", {**labels, "outcome": "busy"}) == 0
+    state.apply_registrations([Registration("backup", "sip:a@b", "sip:b", True)])
+    assert registry.get_sample_value("hotline_trunk_outbound_calls_total", {"trunk": "backup", "outcome": "answer"}) == 0
+    state.dial_end("PJSIP/carrier-00000001", "ANSWER")
+    assert registry.get_sample_value("hotline_trunk_outbound_calls_total", labels) == 1
+
+
 def test_names_units_and_labels_follow_the_rules():
     registry, _metrics, state = rig()
     calls(state, 30)

@@ -28,6 +28,7 @@ class CountingSink:
         self.waits: list[tuple[str, float]] = []
         self.queues: list[str] = []
         self.trunk_calls: list[tuple[str, str]] = []
+        self.trunks_seen: list[str] = []
         self.talk: list[float] = []
 
     def queue_seen(self, queue):
@@ -60,6 +61,9 @@ class CountingSink:
 
     def trunk_call(self, trunk, outcome):
         self.trunk_calls.append((trunk, outcome))
+
+    def trunk_seen(self, trunk):
+        self.trunks_seen.append(trunk)
 
 
 def make(**kwargs):
