@@ -118,9 +118,11 @@ def _cmd_up(lab: Lab, args: argparse.Namespace) -> int:
     lab.up(gateway=not args.no_gateway, bench=args.bench)
     s = lab.settings
     _say(
-        f"lab up: AMI {s.ami_host}:{s.ami_port} user {s.ami_user} "
+        f"lab up: AMI {s.ami_host}:{s.ami_port} gateway user {s.ami_user} "
         f"(secret: {'$HOTLINE_AMI_SECRET' if s.ami_secret_env else s.state_dir / 'ami.secret'}), "
-        f"FastAGI {s.agi_url}, Redis {s.redis_url}"
+        f"lab user {s.lab_ami_user} (secret: {s.state_dir / 'ami-lab.secret'}), "
+        f"FastAGI {s.agi_url}, Redis {s.redis_url}; lab carrier SIP {s.carrier_host}:{s.carrier_sip_port}, "
+        f"AMI {s.ami_host}:{s.carrier_ami_port} (lab user)"
     )
     return 0
 
@@ -185,6 +187,12 @@ def _cmd_outbound(lab: Lab, args: argparse.Namespace) -> int:
 
 def _cmd_demo(lab: Lab, args: argparse.Namespace) -> int:
     lab.up(gateway=not args.no_gateway)
+    if args.via == "trunk":
+        trunk = lab.wait_trunk()
+        if not args.json:
+            s = lab.settings
+            _say(f"trunk: registered at the lab carrier {s.carrier_host}:{s.carrier_sip_port} "
+                 f"(qualify {trunk['contact']}); the citizen's call comes in over it")
     if not args.json:
         _say(f"placing a call from {mask_number(args.caller)} to 12345 ...")
     return _cmd_call(lab, args)
@@ -225,9 +233,10 @@ def build_parser() -> argparse.ArgumentParser:
     outbound.add_argument("--json", action="store_true")
     outbound.set_defaults(func=_cmd_outbound)
 
-    demo = sub.add_parser("demo", help="up + one call")
+    demo = sub.add_parser("demo", help="up + one call (by default over the carrier trunk)")
     demo.add_argument("--no-gateway", action="store_true")
     _add_call_options(demo)
+    demo.set_defaults(via="trunk")
     demo.set_defaults(func=_cmd_demo)
     return parser
 

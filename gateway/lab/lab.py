@@ -249,6 +249,18 @@ class Lab:
             pass
         return {"registration": registration, "contact": contact}
 
+    def wait_trunk(self, timeout: float = 30.0) -> dict[str, Any]:
+        """Wait until the hotline is registered at the lab carrier and the trunk is
+        qualified (the hotline registers within seconds of either PBX starting)."""
+        deadline = time.monotonic() + timeout
+        status = self.trunk_status()
+        while not (status["registration"] == "Registered" and (status["contact"] or "").startswith("Avail")):
+            if time.monotonic() > deadline:
+                raise LabError(f"the trunk to the lab carrier did not come up within {timeout:.0f} s: {status}")
+            time.sleep(0.5)
+            status = self.trunk_status()
+        return status
+
     def ami(self, secret: str | None = None, username: str | None = None) -> AmiClient:
         """A logged-in AMI session as the lab's own user (all events); close it (or ``with``)."""
         s = self.settings

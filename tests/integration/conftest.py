@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import time
 from collections.abc import Callable, Iterator
 
 import pytest
@@ -121,13 +120,10 @@ def trunk_up(lab: Lab) -> Lab:
             lab.carrier.start(lambda _message: None)
         except LabError as exc:
             pytest.fail(f"the lab carrier did not start: {exc}")
-    deadline = time.monotonic() + 60
-    status = lab.trunk_status()
-    while not (status["registration"] == "Registered" and (status["contact"] or "").startswith("Avail")):
-        if time.monotonic() > deadline:
-            pytest.fail(f"the trunk did not come up within 60 s: {status}")
-        time.sleep(0.5)
-        status = lab.trunk_status()
+    try:
+        lab.wait_trunk(60)
+    except LabError as exc:
+        pytest.fail(str(exc))
     return lab
 
 
