@@ -18,6 +18,8 @@ Pure functions here; :class:`~gateway.dialer.service.Dialer` drives them.
 """
 from __future__ import annotations
 
+import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from ..ami.codec import AmiMessage
@@ -31,6 +33,7 @@ __all__ = [
     "outcome_from_dial_status",
     "outcome_from_reason",
     "parse_record",
+    "safe_variables",
 ]
 
 #: channel variable carrying the attempt id (inherited by every leg)
@@ -52,6 +55,11 @@ _DIAL_STATUS = {
     "TORTURE": "failed",
     "INVALIDARGS": "failed",
 }
+#: the context the answered leg of a citizen-first attempt runs, per job mode (fixed, never from job data)
+ANSWERED_CONTEXTS = {"citizen-first": "hotline-callback", "survey": "hotline-survey"}
+_VAR_NAME = re.compile(r"HOTLINE_[A-Z0-9_]{1,40}")
+_VAR_UNSAFE = re.compile(r"[^0-9A-Za-z_.:-]")
+
 #: Q.850 causes that say more than a generic failure
 _CAUSES = {"17": "busy", "18": "no_answer", "19": "no_answer", "21": "failed", "34": "congestion", "38": "congestion",
            "42": "congestion"}
@@ -95,7 +103,26 @@ def parse_record(value: str, min_talk: float) -> AttemptOutcome | None:
         confirmed = pressed and talk >= min_talk
         detail = f"pressed={int(pressed)} talk={talk:.0f}s"
         return AttemptOutcome("answered" if confirmed else "unconfirmed", detail=detail, pressed=pressed, talk=talk)
+    if kind == "survey":
+        # survey,<answered 0|1>,<talk s>: 1 = the citizen answered at least one question (no minimum talk)
+        answered = first == "1"
+        try:
+            talk = max(0.0, float(second or 0))
+        except ValueError:
+            talk = 0.0
+        return AttemptOutcome("answered" if answered else "unconfirmed", detail=f"survey answered={int(answered)} "
+                              f"talk={talk:.0f}s", pressed=answered, talk=talk)
     return None
+
+
+def safe_variables(variables: Mapping[str, object] | None) -> list[tuple[str, str]]:
+    """Extra channel variables of a job (e.g. a survey's order data): ``HOTLINE_*`` names only,
+    values reduced to ``[0-9A-Za-z_.:-]`` (no commas, spaces or newlines reach the AMI action), 64 chars."""
+    out = []
+    for name, value in sorted((variables or {}).items()):
+        if _VAR_NAME.fullmatch(str(name)):
+            out.append((str(name), _VAR_UNSAFE.sub("", str(value))[:64]))
+    return out
 
 
 def user_event_attempt(message: AmiMessage) -> str:
@@ -111,12 +138,14 @@ def originate_fields(
     caller_id: str,
     priority: int,
     ring_timeout: float,
+    variables: Mapping[str, object] | None = None,
 ) -> list[tuple[str, str]]:
     """The Originate for an attempt. ``number`` must come from the number policy (digits only).
 
     citizen-first: ``Local/<number>@hotline-callback-out`` rings the citizen;
     once answered the other leg runs ``[hotline-callback]`` (prompt, press 1,
-    queue with priority). agent-first: ``Local/<queue>@hotline-callback-agent``
+    queue with priority); mode ``survey`` dials the same way and the answered
+    leg runs ``[hotline-survey]`` (the survey flow over FastAGI). agent-first: ``Local/<queue>@hotline-callback-agent``
     waits in the queue for an agent; once an agent answers,
     ``[hotline-callback-agent-connected]`` dials the citizen.
     """
@@ -128,7 +157,7 @@ def originate_fields(
     if mode == "agent-first":
         channel, context = f"Local/{queue}@hotline-callback-agent", "hotline-callback-agent-connected"
     else:
-        channel, context = f"Local/{number}@hotline-callback-out", "hotline-callback"
+        channel, context = f"Local/{number}@hotline-callback-out", ANSWERED_CONTEXTS.get(mode, "hotline-callback")
     fields = [
         ("Channel", channel),
         ("Context", context),
@@ -149,4 +178,6 @@ def originate_fields(
         ("HOTLINE_CB_RING", str(int(ring_timeout))),
     ):
         fields.append(("Variable", f"__{name}={value}"))
+    for name, value in safe_variables(variables):
+        fields.append(("Variable", f"{name}={value}"))
     return fields

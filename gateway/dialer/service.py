@@ -140,6 +140,9 @@ class Dialer:
         self._unfinished: list[tuple[_Attempt, AttemptOutcome]] = []
         self._final_listeners: list[FinalListener] = []
         self._attempt_listeners: list[Callable[[Job, AttemptOutcome], None]] = []
+        #: per-campaign retry policy and call windows (the survey campaign's own); default: the dialer's
+        self._campaign_retry: dict[str, RetryPolicy] = {}
+        self._campaign_windows: dict[str, CallWindows] = {}
         self._loop: task.LoopingCall | None = None
         self._busy = False
         self._paused_until = 0.0
@@ -154,6 +157,14 @@ class Dialer:
     def add_attempt_listener(self, listener: Callable[[Job, AttemptOutcome], None]) -> None:
         """``listener(job, outcome)`` once per concluded attempt."""
         self._attempt_listeners.append(listener)
+
+    def configure_campaign(self, campaign: str, *, retry: RetryPolicy | None = None,
+                           windows: CallWindows | None = None) -> None:
+        """A campaign's own attempts/backoff and call windows (narrower than the dialer's window)."""
+        if retry is not None:
+            self._campaign_retry[campaign] = retry
+        if windows is not None:
+            self._campaign_windows[campaign] = windows
 
     def subscriptions(self) -> dict[str, Callable[[AmiMessage], None]]:
         """The AMI events the dialer consumes (added to the monitor's router)."""
@@ -287,6 +298,12 @@ class Dialer:
                 await self._run(lambda: self.store.finish(job.id, now, None, retry_at=job.due_at))
                 return
             slot = Slot(slot.trunk, job.queue)
+        windows = self._campaign_windows.get(job.campaign)
+        if windows is not None and not windows.is_open(now):
+            self.pacer.release(slot)
+            # outside the campaign's own window: back to the due index at its next opening, no attempt counted
+            await self._run(lambda: self.store.finish(job.id, now, None, retry_at=windows.next_open(now)))
+            return
         attempt_id = f"hlcb-{uuid.uuid4().hex[:20]}"
         lease = self.settings.lease
         status, info = await self._run(
@@ -306,6 +323,7 @@ class Dialer:
         fields = originate_fields(
             attempt_id=attempt_id, number=job.number, mode=job.mode, queue=job.queue, caller_id=job.caller_id,
             priority=self.settings.callback_priority, ring_timeout=self.settings.ring_timeout,
+            variables=job.payload.get("channel_vars"),
         )
         log.info("dialer: attempt {n} of job {job} to {number} ({mode})", n=attempt.number, job=job.id,
                  number=mask_number(job.number), mode=job.mode)
@@ -467,7 +485,8 @@ class Dialer:
     async def _record(self, attempt: _Attempt, outcome: AttemptOutcome) -> None:
         now = self.clock.seconds()
         job = attempt.job
-        decision = self.retry.after(outcome.outcome, attempt.number, now, job.expires_at)
+        retry = self._campaign_retry.get(job.campaign, self.retry)
+        decision = retry.after(outcome.outcome, attempt.number, now, job.expires_at)
         entry = {
             "at": now, "event": "attempt", "attempt": attempt.number, "attempt_id": attempt.id,
             "outcome": outcome.outcome, "detail": outcome.detail, "pressed": outcome.pressed, "talk": outcome.talk,
