@@ -5,6 +5,11 @@ Order matters, so that nothing is missed and nothing is counted twice:
 1. take the model's *mark* (live events after it are newer than any snapshot);
 2. ``QueueStatus`` → members and waiting callers (new callers: offered once);
 3. ``PJSIPShowRegistrationsOutbound`` → which registration is which trunk;
+   then each trunk's contacts, reachability and qualify RTT (``Getvar`` of
+   ``PJSIP_ENDPOINT``/``PJSIP_AOR``/``PJSIP_CONTACT``): Asterisk sends
+   ContactStatus only when a contact's state *changes*, so without this a
+   (re)connected gateway would not know the trunk's reachability until the
+   next change. (``PJSIPShowContacts`` would need the ``system`` class.)
 4. ``CoreShowChannels`` → the live channels (kept, applied in step 6);
 5. after a *re*connect: replay queue_log from the last event seen before the
    loss (minus a margin: queue_log has whole seconds) — it settles the calls
@@ -167,6 +172,7 @@ class Resync:
             failures += 1
         else:
             self.state.apply_registrations(registrations(regs))
+        await self._trunk_contacts(ami)
 
         channels = await self._list(ami, "CoreShowChannels")
         if channels is None:
@@ -227,9 +233,47 @@ class Resync:
             self.state.refresh_queues(queue_snapshots(queues), mark, self.now())
         self._schedule_refresh(ami)
 
+    async def _trunk_contacts(self, ami: ActionSender) -> None:
+        """Each trunk's contacts as Asterisk knows them now (see step 3 above).
+
+        Best effort: without func_pjsip_* (Getvar answers an error) the trunk's
+        reachability stays unknown until the next ContactStatus; the resync's
+        outcome is not affected.
+        """
+        for trunk in sorted(self.state.trunks):
+            aors = await self._getvar(ami, f"PJSIP_ENDPOINT({trunk},aors)")
+            for aor in _split(aors):
+                for contact in _split(await self._getvar(ami, f"PJSIP_AOR({aor},contact)")):
+                    status = await self._getvar(ami, f"PJSIP_CONTACT({contact},status)")
+                    uri = await self._getvar(ami, f"PJSIP_CONTACT({contact},uri)")
+                    rtt = await self._getvar(ami, f"PJSIP_CONTACT({contact},rtt)")
+                    if status and uri:
+                        self.state.contact_status(trunk, aor, uri, status, _usec(rtt))
+
+    async def _getvar(self, ami: ActionSender, expression: str) -> str | None:
+        try:
+            reply = await ami.send_action("Getvar", {"Variable": expression})
+        except Exception as exc:  # a missing function module must not stop the resync
+            log.debug("resync: Getvar {expr} failed: {error}", expr=expression, error=str(exc))
+            return None
+        return reply.get("Value")
+
     async def _list(self, ami: ActionSender, action: str) -> list[AmiMessage] | None:
         try:
             return await ami.send_action(action, event_list=True)
         except Exception as exc:  # one failed action must not stop the others
             log.warn("resync: {action} failed: {error}", action=action, error=str(exc) or type(exc).__name__)
             return None
+
+
+def _split(value: str | None) -> list[str]:
+    """A comma-separated list from a dialplan function (PJSIP_AOR ... contact)."""
+    return [item.strip() for item in (value or "").split(",") if item.strip()]
+
+
+def _usec(value: str | None) -> float | None:
+    try:
+        number = float(value or "")
+    except ValueError:
+        return None
+    return number if number >= 0 else None

@@ -9,13 +9,18 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
+import urllib.request
 import zlib
 from pathlib import Path
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from gateway.lab import CallRequest, Lab
 from gateway.lab.asterisk import error_lines
+
+from .test_monitor_counts import wait_ready
 
 pytestmark = pytest.mark.integration
 
@@ -102,3 +107,26 @@ def test_hotline_lab_status_lists_the_carrier_and_the_trunk(trunk_up: Lab) -> No
     status = json.loads(result.stdout)
     assert status["carrier"]["running"] and status["carrier"]["sip"] == "127.0.0.2:5070"
     assert status["trunk"]["registration"] == "Registered"
+
+
+def test_a_freshly_started_gateway_knows_the_trunk_state_at_once(trunk_up: Lab) -> None:
+    """ContactStatus only comes on a change: the gateway's resync reads registration,
+    reachability and RTT itself, so a restarted gateway exports them without waiting."""
+    lab = trunk_up
+    lab.gateway.stop(lambda _message: None)
+    lab.gateway.start(lambda _message: None)
+    wait_ready(lab)
+    url = f"http://{lab.settings.http_host}:{lab.settings.http_port}/metrics"
+    deadline = time.monotonic() + 10
+    while True:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            samples = {(s.name, s.labels.get("trunk")): s.value
+                       for family in text_string_to_metric_families(response.read().decode())
+                       for s in family.samples}
+        if ("hotline_trunk_rtt_seconds", "carrier") in samples or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    assert samples[("hotline_trunk_registered", "carrier")] == 1
+    assert samples[("hotline_trunk_reachable", "carrier")] == 1
+    assert samples[("hotline_trunk_rtt_seconds", "carrier")] > 0
+    assert samples[("hotline_trunk_channels_capacity", "carrier")] == lab.settings.trunk_capacity

@@ -40,6 +40,9 @@ class FakeAsterisk:
         self.answer_pings = True
         #: action name → list of event dicts (an EventList reply); missing → Error
         self.lists: dict[str, list[dict[str, object]]] = {}
+        #: Getvar: variable/function expression → value; missing → Error (as when the
+        #: function's module is not loaded)
+        self.variables: dict[str, str] = {}
         #: action name → "hold": do not answer (the test answers, or nobody does)
         self.hold: set[str] = set()
         self.actions: list[codec.AmiMessage] = []
@@ -99,6 +102,9 @@ class FakeAsterisk:
                 self.send(message(Response="Success", ActionID=action_id, Ping="Pong", Timestamp="1795307447.1"))
         elif name in self.lists:
             self.reply_list(action, self.lists[name])
+        elif name == "Getvar" and action.get("Variable") in self.variables:
+            self.send(message(Response="Success", ActionID=action_id, Variable=action.get("Variable"),
+                              Value=self.variables[action.get("Variable")]))
         else:
             self.send(message(Response="Error", ActionID=action_id, Message="Invalid/unknown command"))
 

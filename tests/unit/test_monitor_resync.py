@@ -225,3 +225,33 @@ def test_periodic_queue_refresh_drops_a_caller_whose_leave_event_was_lost_and_co
     rig.endpoint.peer.drop()
     rig.clock.advance(0.5)  # before the reconnect: no refresh is scheduled on a dead session
     assert not rig.endpoint.peers[0].transport.value()
+
+
+CONTACT = "carrier@@9681163320e65fd6a902bff36a1c946f"
+TRUNK_VARIABLES = {
+    "PJSIP_ENDPOINT(carrier,aors)": "carrier",
+    "PJSIP_AOR(carrier,contact)": CONTACT,
+    f"PJSIP_CONTACT({CONTACT},status)": "Reachable",
+    f"PJSIP_CONTACT({CONTACT},uri)": "sip:127.0.0.2:5070",
+    f"PJSIP_CONTACT({CONTACT},rtt)": "1243",
+}
+
+
+def test_resync_learns_trunk_reachability_and_rtt_without_a_contactstatus_event():
+    """ContactStatus is only sent on a change: a gateway (re)connecting to a trunk that is
+    already up reads its contacts with Getvar (PJSIP_ENDPOINT/AOR/CONTACT)."""
+    rig = Rig()
+    rig.endpoint.on_connect = lambda peer: (rig._script(peer), peer.variables.update(TRUNK_VARIABLES))
+    rig.start()
+    trunk = rig.state.trunk_views()["carrier"]
+    assert trunk.reachable is True
+    assert trunk.rtt == 0.001243
+    assert rig.resyncs("ok") == 1
+
+
+def test_resync_without_the_pjsip_functions_leaves_reachability_unknown_and_succeeds():
+    """Getvar answers an error (func_pjsip_* not loaded): best effort, the resync is still ok."""
+    rig = Rig()
+    rig.start()
+    assert rig.state.trunk_views()["carrier"].reachable is None
+    assert rig.resyncs("ok") == 1

@@ -30,7 +30,9 @@ def test_configured_monitor_logs_in_resyncs_and_counts_recorded_calls(tmp_path):
     endpoint.peer.pump()
     assert monitor.client.logged_in
     actions = [a.get("Action") for a in endpoint.peer.actions]
-    assert actions == ["Challenge", "Login", "QueueStatus", "PJSIPShowRegistrationsOutbound", "CoreShowChannels"]
+    # Getvar: the trunk's contacts (PJSIP_ENDPOINT(carrier,aors) answered with an error here)
+    assert actions == ["Challenge", "Login", "QueueStatus", "PJSIPShowRegistrationsOutbound", "Getvar",
+                       "CoreShowChannels"]
     for name in ("call-agent.ami", "call-abandon.ami"):
         endpoint.peer.send((LAB_FIXTURES / name).read_bytes())
     q = {"queue": "12345"}
