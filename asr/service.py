@@ -63,6 +63,11 @@ def run_worker(config: GatewayConfig, reactor: Any, consumer: str | None = None)
     engine = VoskEngine(asr.model_path)
     drafter = load_drafter(taxonomy_path=asr.taxonomy_path or None, gazetteer_path=asr.gazetteer_path or None,
                            low_confidence=asr.low_confidence)
+    # draft once at start-up: a broken taxonomy fails here, and the first job pays no warm-up
+    import datetime as dt
+    from zoneinfo import ZoneInfo
+
+    drafter.draft({"recording_id": "warm-up"}, "", 0.0, dt.datetime.now(ZoneInfo(config.flows.timezone)))
     registry = CollectorRegistry()
     metrics = AsrMetrics(registry)
     client = redis_client(config.redis.url, config.redis.timeout)

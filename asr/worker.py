@@ -24,6 +24,7 @@ from zoneinfo import ZoneInfo
 import redis
 from twisted.internet import defer, task
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from .engine import Cancelled, Transcript
 from .jobs import Delivery, JobError, JobQueue, StreamQueue, decode_job
@@ -299,6 +300,22 @@ class SinkRunner(_StreamLoop):
         self.name = f"sink-{sink}"
         self.sink = sink
         self._deliver = deliver
+
+    def stop(self, patience: float = 2.0) -> defer.Deferred:
+        """Stop; a delivery still retrying after ``patience`` s is abandoned (its entry stays pending)."""
+        loop = super().stop()
+        if loop.called:
+            return loop
+        timer = self.clock.callLater(patience, loop.cancel)
+
+        def done(result):
+            if timer.active():
+                timer.cancel()
+            if isinstance(result, Failure) and result.check(defer.CancelledError):
+                return None
+            return result
+
+        return loop.addBoth(done)
 
     async def handle(self, delivery: Delivery) -> str:
         import json

@@ -285,3 +285,25 @@ def test_failing_webhook_does_not_block_jsonl_and_is_redelivered_later(redis_cli
     assert run_step(hook) == "delivered"
     assert delivered == ["D-msg-1"] and hook.queue.pending_count() == 0
     assert sample(registry, "hotline_asr_sink_deliveries_total", sink="jsonl") == 1
+
+
+def test_stopping_sink_abandons_a_retrying_delivery_and_leaves_it_pending(redis_client, recording):
+    """A webhook stuck in its backoff must not hold the process's shutdown; the draft stays on the outbox."""
+    root, path = recording
+    worker, _ = make_worker(redis_client, task.Clock(), root=str(root))
+    add_job(redis_client, "msg-1", path)
+    assert run_step(worker) == "done"
+    clock = task.Clock()
+
+    async def never(draft):
+        await task.deferLater(clock, 3600, lambda: None)
+
+    hook = SinkRunner(StreamQueue(redis_client, "hotline:drafts", "webhook", "w1"), never, "webhook", clock=clock,
+                      run_redis=run_sync, metrics=worker.metrics, redeliver_after=300, read_block_ms=None)
+    hook.start()
+    stopped = []
+    hook.stop(patience=2.0).addBoth(stopped.append)
+    assert stopped == []
+    clock.advance(2.0)
+    assert stopped == [None]
+    assert hook.queue.pending_count() == 1
