@@ -23,7 +23,8 @@ from typing import Any, get_type_hints
 __all__ = ["ConfigError", "GatewayConfig", "load_config"]
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-SECRET_FIELDS = {("ami", "secret"), ("asr", "webhook_token"), ("callbacks", "api_token")}
+SECRET_FIELDS = {("ami", "secret"), ("asr", "webhook_token"), ("callbacks", "api_token"), ("surveys", "api_token"),
+                 ("surveys", "webhook_token")}
 
 
 class ConfigError(ValueError):
@@ -243,6 +244,56 @@ class AsrConfig:
 
 
 @dataclass(frozen=True)
+class SurveysConfig:
+    """Satisfaction-survey calls (全量回访); needs the dialer (and so AMI)."""
+
+    enabled: bool = False
+    #: the caller ID citizens see on survey calls
+    caller_id: str = ""
+    #: seconds after closure before an order is surveyed
+    delay: float = 7200.0
+    #: orders of the number due within this many seconds of its call join that call
+    combine_ahead: float = 21600.0
+    max_orders_per_call: int = 3
+    #: seconds between two survey calls to one number
+    spacing: float = 86400.0
+    #: a survey call not connected this long after it was planned is given up
+    expiry: float = 259200.0
+    #: orders closed longer ago are not surveyed
+    max_age: float = 1296000.0
+    #: the survey's own call window (inside the dialer's) and holiday policy (allow|statutory|workdays)
+    window_start: str = "09:00"
+    window_end: str = "20:00"
+    holidays: str = "statutory"
+    closed_days: str = ""
+    max_attempts: int = 3
+    #: OUTCOME=SECONDS over the dialer's defaults, doubled per further attempt
+    backoff: str = "no_answer=3600,busy=1800,unconfirmed=7200"
+    #: how often due numbers become calls (and the closed-orders stream is read)
+    interval: float = 5.0
+    closed_stream: str = "hotline:workorders:closed"
+    reopen_stream: str = "hotline:workorders:reopen"
+    #: bearer token of POST /surveys/closed: environment only (HOTLINE_SURVEYS_API_TOKEN[_FILE])
+    api_token: str = field(default="", repr=False)
+    #: the platform's results endpoint ("" = results stay in Redis and the outbox)
+    webhook_url: str = ""
+    webhook_token: str = field(default="", repr=False)
+    webhook_timeout: float = 10.0
+    webhook_max_tries: int = 10
+    webhook_backoff: float = 5.0
+    webhook_max_backoff: float = 600.0
+    #: spoken answers: a Vosk model directory ("" = keys only) and the flow's grammar language
+    speech_model_path: str = ""
+    speech_language: str = "zh"
+    speech_threads: int = 2
+    speech_timeout: float = 5.0
+    #: prefix to read Asterisk's recordings from the gateway's host (e.g. the lab chroot)
+    recordings_root: str = ""
+    #: survey results kept this many seconds
+    result_ttl: int = 400 * 24 * 3600
+
+
+@dataclass(frozen=True)
 class GatewayConfig:
     agi: AgiConfig = field(default_factory=AgiConfig)
     http: HttpConfig = field(default_factory=HttpConfig)
@@ -254,6 +305,7 @@ class GatewayConfig:
     asr: AsrConfig = field(default_factory=AsrConfig)
     dialer: DialerConfig = field(default_factory=DialerConfig)
     callbacks: CallbacksConfig = field(default_factory=CallbacksConfig)
+    surveys: SurveysConfig = field(default_factory=SurveysConfig)
 
 
 def _coerce(value: Any, target: type, where: str) -> Any:
@@ -372,6 +424,27 @@ def _validate(config: GatewayConfig) -> None:
     if not config.redis.url.startswith(("redis://", "rediss://", "unix://")):
         raise ConfigError(f"redis.url: {config.redis.url!r} is not a redis:// URL")
     _validate_asr(config.asr)
+    _validate_surveys(config)
+
+
+def _validate_surveys(config: GatewayConfig) -> None:
+    from .dialer.retry import RetryPolicy
+    from .dialer.windows import CallWindows
+    from .surveys.rules import SurveyRules
+
+    s = config.surveys
+    try:
+        SurveyRules(s.delay, s.combine_ahead, s.max_orders_per_call, s.spacing, s.expiry, s.max_age)
+        CallWindows(s.window_start, s.window_end, config.flows.timezone, s.holidays, CallWindows.parse_days(s.closed_days))
+        RetryPolicy.from_text(s.backoff, s.max_attempts)
+    except ValueError as exc:
+        raise ConfigError(f"surveys: {exc}") from None
+    if s.max_attempts < 1 or s.interval <= 0 or s.speech_threads < 1 or s.speech_timeout <= 0:
+        raise ConfigError("surveys: max_attempts, speech_threads ≥ 1; interval, speech_timeout > 0")
+    if s.webhook_max_tries < 1 or min(s.webhook_timeout, s.webhook_backoff, s.webhook_max_backoff) <= 0:
+        raise ConfigError("surveys: webhook_max_tries ≥ 1; webhook_timeout, webhook_backoff, webhook_max_backoff > 0")
+    if s.webhook_url and not s.webhook_url.startswith(("http://", "https://")):
+        raise ConfigError(f"surveys.webhook_url: {s.webhook_url!r} is not an http(s) URL")
 
 
 def _validate_asr(asr: AsrConfig) -> None:

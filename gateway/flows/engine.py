@@ -42,8 +42,10 @@ Runner = Callable[[Node, AgiSession], Awaitable[str | None]]
 
 class FlowRunner:
     def __init__(self, flow: Flow, default_queue: str = "12345", services: FlowServices | None = None,
-                 clock: Any = None) -> None:
+                 clock: Any = None, survey: Any = None) -> None:
         self.flow = flow
+        #: the survey campaign's side of a survey call (gateway.surveys.flow.SurveyFlowBackend), if any
+        self.survey = survey
         self.default_queue = default_queue
         if services is None:
             from twisted.internet import task
@@ -65,6 +67,10 @@ class FlowRunner:
             "caller_lookup": self._caller_lookup,
             "callback_request": self._callback_request,
         }
+        from .survey_nodes import SurveyNodes
+
+        self._survey_nodes = SurveyNodes(self)
+        self._runners.update(self._survey_nodes.runners())
 
     async def run(self, session: AgiSession) -> None:
         record = getattr(session, "call_record", None)
@@ -78,7 +84,11 @@ class FlowRunner:
             node = self.flow.nodes[node_id]
             node_id = await self._runners[node.type](node, session)
             steps += 1
-        if session.handoff is None:
+        if session.handoff is None and any(n.type.startswith("survey_") for n in self.flow.nodes.values()):
+            # an outbound survey call has no agent to fall back to: it simply ends
+            session.step("survey:end")
+            await session.hangup()
+        elif session.handoff is None:
             session.step("fallback")
             await self._to_agent(session)
 

@@ -22,8 +22,10 @@ log = Logger()
 
 class FlowLibrary:
     def __init__(self, directory: str, default_queue: str = "12345", on_load: Callable[[str], None] | None = None,
-                 services: Any = None, **loader_kwargs: Any) -> None:
+                 services: Any = None, survey: Any = None, **loader_kwargs: Any) -> None:
         self.services = services
+        #: backend of the survey nodes (gateway.surveys.flow.SurveyFlowBackend); None outside a survey campaign
+        self.survey = survey
         self.directory = directory
         self.default_queue = default_queue
         self._loader_kwargs = loader_kwargs
@@ -35,7 +37,8 @@ class FlowLibrary:
 
     def _install(self, flows: dict[str, Flow]) -> None:
         # one runner per loaded flow version, built at load time rather than per call
-        self._runners = {name: FlowRunner(flow, self.default_queue, self.services) for name, flow in flows.items()}
+        self._runners = {name: FlowRunner(flow, self.default_queue, self.services, survey=self.survey)
+                         for name, flow in flows.items()}
         self.flows = flows
 
     def reload(self) -> bool:

@@ -71,10 +71,28 @@ NODE_SCHEMAS: dict[str, tuple[frozenset, frozenset, tuple[str, ...], bool]] = {
     "caller_lookup": (frozenset({"next"}), frozenset({"priority_list", "priority"}), ("next",), False),
     # store a durable "call me back" request with the caller's place in line
     "callback_request": (frozenset({"next"}), frozenset({"queue", "done_prompt"}), ("next",), False),
+    # satisfaction survey (outbound): take the call's next order and introduce it (topic, date); none left → done
+    "survey_intro": (frozenset({"prompt", "next", "done"}), frozenset({"after_prompt"}), ("next", "done"), False),
+    # one survey question: keys (and, with speech, a grammar-restricted spoken answer); retries, then no response
+    "survey_question": (
+        frozenset({"prompt", "question", "answers", "next"}),
+        frozenset({"retries", "timeout_ms", "invalid_prompt", "speech", "speech_seconds"}),
+        ("next",),
+        True,
+    ),
+    # optional short voice comment → a transcription job with the order id
+    "survey_comment": (
+        frozenset({"prompt", "next"}),
+        frozenset({"max_seconds", "silence_seconds", "done_prompt"}),
+        ("next",),
+        True,
+    ),
+    # the current order's survey is complete (stored once); on to the next order
+    "survey_done": (frozenset({"next"}), frozenset(), ("next",), False),
 }
 
 _PROMPT_FIELDS = (
-    "prompt", "announce", "invalid_prompt", "timeout_prompt", "done_prompt", "unknown_prompt", "error_prompt",
+    "prompt", "announce", "after_prompt", "invalid_prompt", "timeout_prompt", "done_prompt", "unknown_prompt", "error_prompt",
 )
 
 #: condition keys a branch case may test (see engine.Conditions)
@@ -187,6 +205,10 @@ def build_flow(
         for needed in ("order_intro", "status_unknown", *(f"status_{key}" for key in ORDER_STATUSES)):
             if needed not in prompts:
                 problems.append(f"{source}: work-order status is spoken, so prompt {needed!r} needs a text")
+    if any(n.type == "survey_intro" for n in nodes.values()):
+        for needed in ("topic_other", "date_month", "date_day"):
+            if needed not in prompts:
+                problems.append(f"{source}: survey introductions name topic and date, so prompt {needed!r} needs a text")
     if not problems:
         problems.extend(_graph_problems(source, start, nodes))
     if problems:
@@ -194,6 +216,9 @@ def build_flow(
     settings = data.get("settings") or {}
     if not isinstance(settings, Mapping):
         raise FlowError([f"{source}: 'settings' must be a mapping"])
+    speech_problems = _speech_problems(source, settings.get("speech"))
+    if speech_problems:
+        raise FlowError(speech_problems)
     version = str(data.get("version", "")).strip()
     return Flow(
         name=name,
@@ -241,6 +266,27 @@ def _check_fields(where: str, kind: str, fields: Mapping[str, Any]) -> list[str]
             problems.append(f"{where}: terminator must be '#', '*' or ''")
         if fields.get("min_digits", 1) > fields.get("max_digits", 32):
             problems.append(f"{where}: min_digits is larger than max_digits")
+    if kind == "survey_question":
+        from ..surveys.model import ANSWERS, NO_RESPONSE
+
+        question = fields.get("question")
+        answers = fields.get("answers")
+        if question not in ANSWERS:
+            problems.append(f"{where}: question must be one of {', '.join(ANSWERS)}")
+        elif not isinstance(answers, Mapping) or not answers:
+            problems.append(f"{where}: 'answers' must map keys to answers")
+        else:
+            for key, answer in answers.items():
+                if len(str(key)) != 1 or str(key) not in "123456789":
+                    problems.append(f"{where}: answer key {key!r} is not one of the keys 1-9")
+                if answer not in ANSWERS[question] or answer == NO_RESPONSE:
+                    choices = ", ".join(a for a in ANSWERS[question] if a != NO_RESPONSE)
+                    problems.append(f"{where}: answer {answer!r} is not an answer to {question} ({choices})")
+        if "speech" in fields and not isinstance(fields["speech"], bool):
+            problems.append(f"{where}: 'speech' must be true or false")
+        seconds = fields.get("speech_seconds")
+        if seconds is not None and (not isinstance(seconds, int) or isinstance(seconds, bool) or not 1 <= seconds <= 10):
+            problems.append(f"{where}: 'speech_seconds' must be an integer 1..10")
     if kind in ("input", "order_status") and not _is_name(fields.get("variable")):
         problems.append(f"{where}: 'variable' must be a name (letters, digits, _)")
     if kind == "set":
@@ -267,6 +313,30 @@ def _check_fields(where: str, kind: str, fields: Mapping[str, Any]) -> list[str]
                 time_window = case["when"].get("time")
                 if time_window is not None and not _is_time_window(time_window):
                     problems.append(f"{where}: case {index + 1}: time must look like '08:00-18:00'")
+    return problems
+
+
+def _speech_problems(source: str, speech: Any) -> list[str]:
+    """``settings.speech``: language → question → {spoken word: answer} (grammar of the spoken fallback)."""
+    if speech is None:
+        return []
+    from ..surveys.model import ANSWERS, NO_RESPONSE
+
+    if not isinstance(speech, Mapping):
+        return [f"{source}: settings.speech must map languages to questions"]
+    problems = []
+    for language, questions in speech.items():
+        if not isinstance(questions, Mapping):
+            problems.append(f"{source}: settings.speech.{language} must map questions to words")
+            continue
+        for question, words in questions.items():
+            if question not in ANSWERS or not isinstance(words, Mapping) or not words:
+                problems.append(f"{source}: settings.speech.{language}.{question}: unknown question or no words")
+                continue
+            for word, answer in words.items():
+                if not isinstance(word, str) or not word.strip() or answer not in ANSWERS[question] or answer == NO_RESPONSE:
+                    problems.append(f"{source}: settings.speech.{language}.{question}: {word!r} → {answer!r} "
+                                    "is not a word and an answer")
     return problems
 
 

@@ -25,7 +25,7 @@ def test_survey_mode_dials_through_the_callback_trunk_path_and_answers_into_the_
                               variables={"HOTLINE_SV_ORDER_1": "GD2026-001", "HOTLINE_SV_TOPIC_1": "streetlight"})
     as_dict = dict(f for f in fields if f[0] != "Variable")
     variables = [v for k, v in fields if k == "Variable"]
-    assert as_dict["Channel"] == "Local/13800138000@hotline-callback-out"
+    assert as_dict["Channel"].startswith("Local/13800138000@hotline-callback-out/n")
     assert as_dict["Context"] == "hotline-survey"
     assert "HOTLINE_SV_ORDER_1=GD2026-001" in variables and "HOTLINE_SV_TOPIC_1=streetlight" in variables
 

@@ -1,0 +1,178 @@
+"""Results to the platform's webhook: one POST per finished order, retried with backoff.
+
+Each finished order is one entry of ``P:outbox`` (written atomically with the result,
+see :mod:`.store`). The poster sends entries in order after its cursor
+(``P:outbox:cursor``): ``POST <url>`` with ``Authorization: Bearer <token>`` (token from
+the environment only) and ``Idempotency-Key: survey-<order id>`` — a delivery repeated
+after a crash or a lost answer is recognised by the platform. 2xx and 409 (already
+have it) are delivered; other answers and network errors are retried with exponential
+backoff (injected clock); after ``max_tries`` the entry goes to ``P:outbox:dead`` and
+the next one is sent.
+"""
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any
+
+from twisted.internet import defer, task
+from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
+
+from .metrics import SurveyMetrics
+
+__all__ = ["ResultPoster", "result_body"]
+
+log = Logger()
+
+#: (url, headers, body bytes) → Deferred[int status]
+HttpPost = Callable[[str, dict[str, str], bytes], defer.Deferred]
+RunBlocking = Callable[[Callable[[], Any]], defer.Deferred]
+
+_PUBLIC = ("order_id", "category", "topic", "unit", "closed_at", "status", "solved", "satisfaction", "solved_via",
+           "satisfaction_via", "comment", "reopened", "finished_at", "call")
+
+
+def result_body(order_id: str, data: dict[str, Any]) -> dict[str, Any]:
+    """What the platform gets: the result without the citizen's number."""
+    body = {name: data.get(name, "") for name in _PUBLIC}
+    body["order_id"] = order_id
+    body["comment_recording_id"] = body.pop("comment")
+    return body
+
+
+class ResultPoster:
+    def __init__(
+        self,
+        *,
+        clock: IReactorTime,
+        run_blocking: RunBlocking,
+        client: Any,
+        outbox: str,
+        url: str,
+        token: str,
+        post: HttpPost,
+        metrics: SurveyMetrics,
+        interval: float = 5.0,
+        initial_backoff: float = 5.0,
+        max_backoff: float = 600.0,
+        max_tries: int = 10,
+    ) -> None:
+        self.clock = clock
+        self._run = run_blocking
+        self.client = client
+        self.outbox = outbox
+        self.cursor_key = f"{outbox}:cursor"
+        self.dead = f"{outbox}:dead"
+        self.url = url
+        self.token = token
+        self._post = post
+        self.metrics = metrics
+        self.interval = interval
+        self.initial_backoff = initial_backoff
+        self.max_backoff = max_backoff
+        self.max_tries = max_tries
+        self._loop: task.LoopingCall | None = None
+        self._busy = False
+        self._tries = 0
+        self._not_before = 0.0
+
+    def start(self) -> None:
+        self._loop = task.LoopingCall(self.poll)
+        self._loop.clock = self.clock
+        self._loop.start(self.interval, now=True)
+
+    def stop(self) -> None:
+        if self._loop is not None and self._loop.running:
+            self._loop.stop()
+
+    def poll(self) -> defer.Deferred:
+        if self._busy or self.clock.seconds() < self._not_before:
+            return defer.succeed(0)
+        self._busy = True
+        d = defer.Deferred.fromCoroutine(self._drain())
+
+        def failed(failure):
+            log.warn("survey results: outbox unavailable ({error})", error=failure.getErrorMessage())
+            return 0
+
+        def done(result):
+            self._busy = False
+            return result
+
+        d.addErrback(failed)
+        d.addBoth(done)
+        return d
+
+    async def _drain(self) -> int:
+        sent = 0
+        while True:
+            def read():
+                cursor = self.client.get(self.cursor_key) or "0-0"
+                entries = self.client.xrange(self.outbox, min=f"({cursor}", count=20)
+                return entries, self.client.xlen(self.outbox)
+
+            entries, _length = await self._run(read)
+            if not entries:
+                self.metrics.webhook_backlog.set(0)
+                return sent
+            self.metrics.webhook_backlog.set(len(entries))
+            for entry_id, fields in entries:
+                if not await self._deliver(entry_id, fields):
+                    return sent
+                sent += 1
+
+    async def _deliver(self, entry_id: str, fields: dict[str, str]) -> bool:
+        order_id = fields.get("order_id", "")
+        try:
+            data = json.loads(fields.get("data") or "{}")
+        except ValueError:
+            data = {}
+        body = json.dumps(result_body(order_id, data), ensure_ascii=False).encode()
+        headers = {"Content-Type": "application/json; charset=utf-8", "Idempotency-Key": f"survey-{order_id}"}
+        if self.token:
+            headers["Authorization"] = f"Bearer {self.token}"
+        try:
+            status = await self._post(self.url, headers, body)
+            error = "" if 200 <= status < 300 or status == 409 else f"HTTP {status}"
+        except Exception as exc:  # noqa: BLE001 — network error: retry later
+            error = f"{type(exc).__name__}: {exc}"
+        if not error:
+            self.metrics.webhook.labels(result="delivered").inc()
+            await self._run(lambda: self.client.set(self.cursor_key, entry_id))
+            self._tries = 0
+            return True
+        self._tries += 1
+        if self._tries >= self.max_tries:
+            self.metrics.webhook.labels(result="dead").inc()
+            log.warn("survey result {order} not delivered after {n} tries ({error}); kept in {dead}", order=order_id,
+                     n=self._tries, error=error, dead=self.dead)
+
+            def bury():
+                self.client.xadd(self.dead, {**fields, "error": error[:200]})
+                self.client.set(self.cursor_key, entry_id)
+
+            await self._run(bury)
+            self._tries = 0
+            return True
+        self.metrics.webhook.labels(result="retry").inc()
+        delay = min(self.max_backoff, self.initial_backoff * 2 ** (self._tries - 1))
+        self._not_before = self.clock.seconds() + delay
+        log.info("survey result {order}: {error}; retry {n} in {delay:.0f} s", order=order_id, error=error,
+                 n=self._tries, delay=delay)
+        return False
+
+
+def treq_post(timeout: float = 10.0) -> HttpPost:
+    """The production poster (treq over the reactor)."""
+    def post(url: str, headers: dict[str, str], body: bytes) -> defer.Deferred:
+        import treq
+
+        d = treq.post(url, data=body, headers={k: [v] for k, v in headers.items()}, timeout=timeout)
+
+        def code(response):
+            return treq.content(response).addCallback(lambda _: response.code)
+
+        return d.addCallback(code)
+
+    return post

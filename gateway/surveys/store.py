@@ -1,0 +1,250 @@
+"""Surveys in Redis: orders, survey calls, answers and results — every state change one Lua step.
+
+Keys (``P`` = ``<prefix>:surveys``, default ``hotline:surveys``)::
+
+    P:order:<order id>   HASH    the order (fields of the event), e164, dial, status
+                                 (pending | calling | one of FINAL_STATUSES), call, answers
+                                 (solved, satisfaction, *_via key|speech), comment, reached, finished_at, day
+    P:pending:<e164>     ZSET    order id → due time (orders of the number waiting for a call)
+    P:numbers            ZSET    e164 → time of the number's next call (no call in progress)
+    P:active:<e164>      STRING  the number's survey call in progress (= dialer job id)
+    P:last:<e164>        STRING  when the number's last survey call ended (spacing)
+    P:call:<call id>     HASH    e164, dial, orders (comma list), created_at, first_due, final
+    P:unsubmitted        ZSET    call id → time: calls whose dialer job is not yet confirmed
+    P:day:<YYYY-MM-DD>   ZSET    order id → finish time (the daily report's index)
+    P:outbox             STREAM  results for the platform's webhook (one entry per finished order)
+    <reopen stream>      STREAM  reopen events (dissatisfied or unsolved), default hotline:workorders:reopen
+
+An order is accepted once (replays and duplicates add nothing), is in at most one
+call at a time, and is finished once: :meth:`SurveyStore.finish` writes the final
+status, the report index, the webhook outbox entry and the reopen event in one
+atomic step and refuses a second finish — exactly one result per order.
+
+All methods block (redis-py): run them in the Redis thread pool.
+"""
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from .model import FINAL_STATUSES, NO_RESPONSE, ClosedOrder
+
+__all__ = ["CallPlan", "SurveyStore"]
+
+_ACCEPT = """
+local P, id, now, due, e164, spacing = ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4]), ARGV[5], tonumber(ARGV[6])
+local ok = P .. ':order:' .. id
+if redis.call('EXISTS', ok) == 1 then return 'exists' end
+for i = 7, #ARGV, 2 do redis.call('HSET', ok, ARGV[i], ARGV[i + 1]) end
+redis.call('HSET', ok, 'status', 'pending', 'due_at', ARGV[4], 'accepted_at', ARGV[3])
+redis.call('ZADD', P .. ':pending:' .. e164, due, id)
+if redis.call('EXISTS', P .. ':active:' .. e164) == 0 then
+  local at = due
+  local last = tonumber(redis.call('GET', P .. ':last:' .. e164) or '')
+  if last and last + spacing > at then at = last + spacing end
+  local cur = tonumber(redis.call('ZSCORE', P .. ':numbers', e164) or '')
+  if not cur or at < cur then redis.call('ZADD', P .. ':numbers', at, e164) end
+end
+return 'added'
+"""
+
+_PROMOTE = """
+local P, now, horizon, per_call, limit = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4]), tonumber(ARGV[5])
+local numbers = redis.call('ZRANGEBYSCORE', P .. ':numbers', '-inf', now, 'LIMIT', 0, limit)
+local out = {}
+for _, e164 in ipairs(numbers) do
+  redis.call('ZREM', P .. ':numbers', e164)
+  if redis.call('EXISTS', P .. ':active:' .. e164) == 0 then
+    local pk = P .. ':pending:' .. e164
+    local ids = redis.call('ZRANGEBYSCORE', pk, '-inf', horizon, 'LIMIT', 0, per_call)
+    if #ids > 0 then
+      local first = redis.call('ZRANGE', pk, 0, 0, 'WITHSCORES')
+      local seq = redis.call('INCR', P .. ':seq')
+      local cid = 'sv-' .. string.gsub(ids[1], '[^%w_.-]', '') .. '-' .. seq
+      local dial = ''
+      for _, id in ipairs(ids) do
+        redis.call('ZREM', pk, id)
+        redis.call('HSET', P .. ':order:' .. id, 'status', 'calling', 'call', cid)
+        if dial == '' then dial = redis.call('HGET', P .. ':order:' .. id, 'dial') or '' end
+      end
+      redis.call('HSET', P .. ':call:' .. cid, 'e164', e164, 'dial', dial, 'orders', table.concat(ids, ','),
+        'created_at', now, 'first_due', first[2])
+      redis.call('SET', P .. ':active:' .. e164, cid)
+      redis.call('ZADD', P .. ':unsubmitted', now, cid)
+      table.insert(out, cid)
+    end
+  end
+end
+return out
+"""
+
+_ANSWER = """
+local ok, now = KEYS[1], ARGV[1]
+if redis.call('HGET', ok, 'status') ~= 'calling' then return 0 end
+for i = 2, #ARGV, 2 do redis.call('HSET', ok, ARGV[i], ARGV[i + 1]) end
+redis.call('HSET', ok, 'updated_at', now)
+return 1
+"""
+
+_FINISH = """
+local P, id, status, now, day, reopen, ttl, day_ttl = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6], tonumber(ARGV[7]), tonumber(ARGV[8])
+local ok = P .. ':order:' .. id
+local st = redis.call('HGET', ok, 'status')
+if not st then return {'unknown', ''} end
+if st ~= 'pending' and st ~= 'calling' then return {'already', st} end
+if st == 'pending' then
+  local e164 = redis.call('HGET', ok, 'e164') or ''
+  redis.call('ZREM', P .. ':pending:' .. e164, id)
+end
+redis.call('HSET', ok, 'status', status, 'finished_at', now, 'day', day)
+redis.call('ZADD', P .. ':day:' .. day, now, id)
+redis.call('EXPIRE', P .. ':day:' .. day, day_ttl)
+local flat = redis.call('HGETALL', ok)
+local rec = {}
+for i = 1, #flat, 2 do rec[flat[i]] = flat[i + 1] end
+local reason = ''
+if status == 'completed' or status == 'partial' then
+  if rec['solved'] == 'unsolved' then reason = 'unsolved' end
+  if rec['satisfaction'] == 'dissatisfied' then
+    if reason == '' then reason = 'dissatisfied' else reason = reason .. '+dissatisfied' end
+  end
+end
+if reason ~= '' and reopen ~= '' then
+  redis.call('XADD', reopen, '*', 'order_id', id, 'reason', reason, 'solved', rec['solved'] or '',
+    'satisfaction', rec['satisfaction'] or '', 'comment_recording_id', rec['comment'] or '',
+    'category', rec['category'] or '', 'unit', rec['unit'] or '', 'finished_at', now)
+  redis.call('HSET', ok, 'reopened', reason)
+  rec['reopened'] = reason
+end
+redis.call('XADD', P .. ':outbox', '*', 'order_id', id, 'data', cjson.encode(rec))
+if ttl > 0 then redis.call('EXPIRE', ok, ttl) end
+return {'finished', status}
+"""
+
+_RELEASE = """
+local P, cid, now, spacing, final = ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4]), ARGV[5]
+local ck = P .. ':call:' .. cid
+local e164 = redis.call('HGET', ck, 'e164')
+if not e164 then return 0 end
+redis.call('HSET', ck, 'final', final, 'ended_at', ARGV[3])
+redis.call('ZREM', P .. ':unsubmitted', cid)
+if redis.call('GET', P .. ':active:' .. e164) == cid then redis.call('DEL', P .. ':active:' .. e164) end
+redis.call('SET', P .. ':last:' .. e164, ARGV[3], 'EX', math.floor(spacing * 2 + 86400))
+local first = redis.call('ZRANGE', P .. ':pending:' .. e164, 0, 0, 'WITHSCORES')
+if #first > 0 then
+  local at = tonumber(first[2])
+  if now + spacing > at then at = now + spacing end
+  redis.call('ZADD', P .. ':numbers', at, e164)
+end
+return 1
+"""
+
+
+@dataclass(frozen=True)
+class CallPlan:
+    """One survey call: a number and the orders it asks about (its id is the dialer job id)."""
+
+    call_id: str
+    e164: str
+    dial: str
+    orders: tuple[dict[str, str], ...]
+    first_due: float
+    created_at: float
+
+
+class SurveyStore:
+    def __init__(self, client: Any, key_prefix: str = "hotline", reopen_stream: str = "hotline:workorders:reopen",
+                 result_ttl: int = 400 * 24 * 3600) -> None:
+        self.client = client
+        self.prefix = f"{key_prefix}:surveys"
+        self.reopen_stream = reopen_stream
+        self.result_ttl = result_ttl
+        self._accept = client.register_script(_ACCEPT)
+        self._promote = client.register_script(_PROMOTE)
+        self._answer = client.register_script(_ANSWER)
+        self._finish = client.register_script(_FINISH)
+        self._release = client.register_script(_RELEASE)
+
+    def key(self, *parts: str) -> str:
+        return ":".join((self.prefix, *parts))
+
+    # -- orders in -------------------------------------------------------------------
+    def accept(self, order: ClosedOrder, e164: str, dial: str, due_at: float, now: float, spacing: float) -> str:
+        """``added`` or ``exists`` (idempotent per order id: replays and duplicates add nothing)."""
+        fields = {**order.as_fields(), "e164": e164, "dial": dial}
+        args: list[Any] = [self.prefix, order.order_id, repr(now), repr(due_at), e164, repr(spacing)]
+        for name, value in fields.items():
+            args += [name, value]
+        return self._accept(args=args)
+
+    def promote(self, now: float, horizon: float, per_call: int, limit: int = 100) -> list[CallPlan]:
+        """Numbers whose call is due → survey calls (orders moved to ``calling``)."""
+        self._promote(args=[self.prefix, repr(now), repr(horizon), per_call, limit])
+        return self.unsubmitted()
+
+    def unsubmitted(self, limit: int = 500) -> list[CallPlan]:
+        """Calls not yet confirmed as dialer jobs (new ones, or left by a crash)."""
+        ids = self.client.zrange(self.key("unsubmitted"), 0, limit - 1)
+        return [plan for plan in (self.call(cid) for cid in ids) if plan is not None]
+
+    def submitted(self, call_id: str) -> None:
+        self.client.zrem(self.key("unsubmitted"), call_id)
+
+    def call(self, call_id: str) -> CallPlan | None:
+        data = self.client.hgetall(self.key("call", call_id))
+        if not data:
+            return None
+        ids = [i for i in data.get("orders", "").split(",") if i]
+        pipe = self.client.pipeline(transaction=False)
+        for order_id in ids:
+            pipe.hgetall(self.key("order", order_id))
+        orders = tuple({**o, "order_id": i} for i, o in zip(ids, pipe.execute()) if o)
+        return CallPlan(call_id, data.get("e164", ""), data.get("dial", ""), orders,
+                        float(data.get("first_due") or 0), float(data.get("created_at") or 0))
+
+    # -- the call (survey flow) ---------------------------------------------------------------
+    def order(self, order_id: str) -> dict[str, str]:
+        return self.client.hgetall(self.key("order", order_id))
+
+    def update(self, order_id: str, now: float, fields: Mapping[str, str]) -> bool:
+        """Answers and progress of an order in a call (refused once the order is finished)."""
+        args: list[Any] = [repr(now)]
+        for name, value in fields.items():
+            args += [name, value]
+        return bool(self._answer(keys=[self.key("order", order_id)], args=args))
+
+    # -- results --------------------------------------------------------------------------------
+    def finish(self, order_id: str, status: str, now: float, day: str) -> tuple[str, dict[str, str]]:
+        """(``finished`` | ``already`` | ``unknown``, the order as stored). Exactly once per order."""
+        if status not in FINAL_STATUSES:
+            raise ValueError(f"unknown survey status {status!r}")
+        result, _ = self._finish(args=[self.prefix, order_id, status, repr(now), day, self.reopen_stream,
+                                       self.result_ttl, self.result_ttl])
+        return result, self.order(order_id)
+
+    def release(self, call_id: str, now: float, spacing: float, final: str) -> int:
+        """The call is over: the number is free again; its remaining orders wait for the spacing."""
+        return int(self._release(args=[self.prefix, call_id, repr(now), repr(spacing), final]))
+
+    # -- reads ----------------------------------------------------------------------------------
+    def day(self, day: str) -> list[dict[str, str]]:
+        ids = self.client.zrange(self.key("day", day), 0, -1)
+        pipe = self.client.pipeline(transaction=False)
+        for order_id in ids:
+            pipe.hgetall(self.key("order", order_id))
+        return [{**o, "order_id": i} for i, o in zip(ids, pipe.execute()) if o]
+
+    def next_due(self) -> float | None:
+        first = self.client.zrange(self.key("numbers"), 0, 0, withscores=True)
+        return float(first[0][1]) if first else None
+
+
+def real_answers(order: Mapping[str, str], questions: Iterable[str] = ("solved", "satisfaction")) -> int:
+    """How many questions the citizen actually answered (a no-response does not count)."""
+    return sum(1 for q in questions if order.get(q) and order.get(q) != NO_RESPONSE)
+
+
+def decode_result(data: str) -> dict[str, Any]:
+    return json.loads(data)
