@@ -33,7 +33,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
 from ..dialer.jobs import Job, JobStore, NewJob
-from ..dialer.originate import AttemptOutcome
+from ..dialer.originate import ATTEMPT_PREFIX, AttemptOutcome
 from ..dialer.policy import NumberPolicy
 from ..masking import mask_number
 from ..monitor.model import AbandonedCall
@@ -130,6 +130,11 @@ class CallbackService:
 
     def on_abandon(self, call: AbandonedCall) -> defer.Deferred | None:
         """The monitor's abandon listener (live events and the queue_log replay)."""
+        if call.uniqueid.startswith(ATTEMPT_PREFIX):
+            # a callback's own leg left the queue unanswered: that callback's attempt
+            # settles it; never a callback of a callback (or of the hotline's caller id)
+            self.metrics.ignored.labels(reason="callback-leg").inc()
+            return None
         if self.settings.min_wait > 0 and call.wait < self.settings.min_wait:
             self.metrics.ignored.labels(reason="short").inc()
             return None
@@ -159,9 +164,12 @@ class CallbackService:
             log.info("callback for {number} cancelled ({reason})", number=mask_number(decision.dial), reason=reason)
         return result
 
-    def on_answered(self, caller: str, queue: str, at: float) -> None:
-        """The monitor's answer listener: the citizen called again and reached an agent."""
-        if not caller:
+    def on_answered(self, uniqueid: str, caller: str, queue: str, at: float) -> None:
+        """The monitor's answer listener: the citizen called again and reached an agent.
+
+        A callback's own leg joining the queue is not "calling again" (its
+        caller id is the citizen's once the far end answered)."""
+        if not caller or uniqueid.startswith(ATTEMPT_PREFIX):
             return
         d = defer.Deferred.fromCoroutine(self.cancel_for_number(caller, "answered-again"))
         d.addErrback(lambda f: log.warn("callback cancel failed: {error}", error=f.getErrorMessage()))

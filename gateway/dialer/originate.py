@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from ..ami.codec import AmiMessage
 
 __all__ = [
+    "ATTEMPT_PREFIX",
     "ATTEMPT_VAR",
     "AttemptOutcome",
     "DB_FAMILY",
@@ -36,6 +37,8 @@ __all__ = [
     "safe_variables",
 ]
 
+#: attempt ids (= the originated channel's Uniqueid) start with this
+ATTEMPT_PREFIX = "hlcb-"
 #: channel variable carrying the attempt id (inherited by every leg)
 ATTEMPT_VAR = "HOTLINE_CB_ID"
 #: AstDB family of the dialplan's per-attempt record
@@ -154,10 +157,12 @@ def originate_fields(
     if not queue.replace("_", "").isalnum():
         raise ValueError("queue names are letters, digits and _")
     caller_digits = "".join(ch for ch in caller_id if ch.isdigit())
+    # /n: no Local-channel optimisation — the originated leg must stay in the call to its end
+    # (it measures the talk time and writes the attempt's record when it hangs up)
     if mode == "agent-first":
-        channel, context = f"Local/{queue}@hotline-callback-agent", "hotline-callback-agent-connected"
+        channel, context = f"Local/{queue}@hotline-callback-agent/n", "hotline-callback-agent-connected"
     else:
-        channel, context = f"Local/{number}@hotline-callback-out", ANSWERED_CONTEXTS.get(mode, "hotline-callback")
+        channel, context = f"Local/{number}@hotline-callback-out/n", ANSWERED_CONTEXTS.get(mode, "hotline-callback")
     fields = [
         ("Channel", channel),
         ("Context", context),

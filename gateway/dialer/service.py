@@ -29,6 +29,7 @@ from ..ami.codec import AmiMessage
 from ..masking import mask_number
 from .jobs import Job, JobStore
 from .originate import (
+    ATTEMPT_PREFIX,
     DB_FAMILY,
     USER_EVENT,
     AttemptOutcome,
@@ -304,7 +305,7 @@ class Dialer:
             # outside the campaign's own window: back to the due index at its next opening, no attempt counted
             await self._run(lambda: self.store.finish(job.id, now, None, retry_at=windows.next_open(now)))
             return
-        attempt_id = f"hlcb-{uuid.uuid4().hex[:20]}"
+        attempt_id = f"{ATTEMPT_PREFIX}{uuid.uuid4().hex[:20]}"
         lease = self.settings.lease
         status, info = await self._run(
             lambda: self.store.mark_dialing(job.id, attempt_id, now, lease, self.settings.per_number_cap)

@@ -317,7 +317,7 @@ class HotlineState:
         self._contacts: dict[str, dict[str, _Contact]] = {}
         self._abandoned: deque[AbandonedCall] = deque(maxlen=abandoned_kept)
         self._abandon_listeners: list[Callable[[AbandonedCall], None]] = []
-        self._answer_listeners: list[Callable[[str, str, float], None]] = []
+        self._answer_listeners: list[Callable[[str, str, str, float], None]] = []
 
     # -- bookkeeping ----------------------------------------------------------------
     def mark(self) -> int:
@@ -374,7 +374,7 @@ class HotlineState:
         self.sink.answered(call.queue, wait, wait <= self.service_level)
         for listener in list(self._answer_listeners):
             try:
-                listener(call.caller, call.queue, at)
+                listener(call.uniqueid, call.caller, call.queue, at)
             except Exception:  # a listener bug must not break the accounting
                 log.failure("answer listener {listener!r} failed", listener=listener)
 
@@ -759,6 +759,6 @@ class HotlineState:
         """``listener(call)`` for every abandon as it is counted (the callback dialer)."""
         self._abandon_listeners.append(listener)
 
-    def add_answer_listener(self, listener: Callable[[str, str, float], None]) -> None:
-        """``listener(caller, queue, at)`` when a queue call is answered (cancels a pending callback)."""
+    def add_answer_listener(self, listener: Callable[[str, str, str, float], None]) -> None:
+        """``listener(uniqueid, caller, queue, at)`` when a queue call is answered (cancels a pending callback)."""
         self._answer_listeners.append(listener)

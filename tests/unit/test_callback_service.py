@@ -169,3 +169,20 @@ def test_a_connected_callback_counts_for_the_broad_connection_rate_and_its_laten
     assert rig.sample("hotline_callbacks_attempted_total", outcome="answered") == 1
     rig.service.on_final(job, "expired", None, NOW)
     assert rig.sample("hotline_callbacks_expired_total") == 1
+
+
+def test_a_callback_leg_that_leaves_the_queue_unanswered_is_never_called_back_itself(dialer_redis):
+    rig = Rig(dialer_redis)
+    assert rig.service.on_abandon(abandon("hlcb-0123456789abcdef", caller="02112345678")) is None
+    assert rig.store.list("callback") == []
+    assert rig.sample("hotline_callbacks_ignored_total", reason="callback-leg") == 1
+
+
+def test_the_callback_legs_own_answer_in_the_queue_does_not_cancel_it(dialer_redis):
+    rig = Rig(dialer_redis)
+    state = HotlineState()
+    state.add_answer_listener(rig.service.on_answered)
+    rig.resolve(rig.service.on_abandon(abandon("a")))
+    state.caller_joined("hlcb-0123456789abcdef", "12345", NOW, caller="13800138000")
+    state.agent_connected("hlcb-0123456789abcdef", "12345", NOW + 5)
+    assert rig.store.get("cb-a").state == "pending" and not rig.store.get("cb-a").cancel

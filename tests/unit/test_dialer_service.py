@@ -112,7 +112,7 @@ def test_a_due_callback_is_originated_into_the_fixed_context_with_the_attempt_id
     rig.add("cb-1", "13800138000")
     rig.tick()
     [(fields, variables, _)] = rig.ami.originates()
-    assert fields["Channel"] == "Local/13800138000@hotline-callback-out"
+    assert fields["Channel"] == "Local/13800138000@hotline-callback-out/n"
     assert fields["Context"] == "hotline-callback" and fields["Async"] == "true"
     assert fields["ChannelId"].startswith("hlcb-") and fields["CallerID"] == "12345 <02112345>"
     assert f"__HOTLINE_CB_ID={fields['ChannelId']}" in variables
@@ -308,5 +308,5 @@ def test_agent_first_waits_for_a_free_agent_and_keeps_its_place(dialer_redis):
     rig.clock.advance(1)
     rig.tick()
     [(fields, variables, _)] = rig.ami.originates()
-    assert fields["Channel"] == "Local/12345@hotline-callback-agent"
+    assert fields["Channel"] == "Local/12345@hotline-callback-agent/n"
     assert "__HOTLINE_CB_DIAL=13800138000" in variables
