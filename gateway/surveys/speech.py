@@ -31,16 +31,17 @@ class SpeechUnavailable(RuntimeError):
 
 def match_answer(text: str, words: Mapping[str, str]) -> str | None:
     """The answer named by the recognised text; None if none or if it names two different answers."""
-    text = " ".join(text.split())
-    if not text:
+    # Vosk separates words with spaces ("没有 解决"); compare without them
+    remaining = "".join(text.replace("[unk]", " ").split())
+    if not remaining:
         return None
     found = set()
-    # longest words first, so 没有解决 (unsolved) is not read as 解决 (solved)
-    remaining = text
-    for word in sorted(words, key=len, reverse=True):
-        if word and word in remaining:
+    # longest words first, so 没有解决 (unsolved) is not also read as 解决 (solved)
+    for word in sorted(words, key=lambda w: len("".join(w.split())), reverse=True):
+        bare = "".join(word.split())
+        if bare and bare in remaining:
             found.add(words[word])
-            remaining = remaining.replace(word, " ")
+            remaining = remaining.replace(bare, "|")
     return found.pop() if len(found) == 1 else None
 
 
