@@ -50,6 +50,7 @@ class Gateway:
     monitor: Monitor | None = None
     dialer: object | None = None
     callbacks: object | None = None
+    surveys: object | None = None
 
     def reload_flows(self) -> bool:
         """Re-read ivr_flows/ (SIGHUP); new flow names become AGI scripts too."""
@@ -89,11 +90,14 @@ def build_gateway(reactor, config: GatewayConfig, enable_bench: bool = False) ->
     flow_services = RedisFlowServices(
         client, run_blocking, reactor, metrics, key_prefix=config.redis.key_prefix, timezone=config.flows.timezone
     )
+    survey_backend = build_survey_backend(reactor, config, client, run_blocking, registry) \
+        if config.surveys.enabled else None
     library = FlowLibrary(
         config.flows.directory,
         config.flows.default_queue,
         on_load=lambda result: metrics.flow_loads.labels(result=result).inc(),
         services=flow_services,
+        survey=survey_backend,
     )
     scripts = build_scripts(library, enable_bench)
 
@@ -140,6 +144,12 @@ def build_gateway(reactor, config: GatewayConfig, enable_bench: bool = False) ->
         dialer_parts = build_dialer(reactor, config, client, run_blocking, registry, monitor)
     elif config.dialer.enabled:
         log.warn("dialer.enabled but no AMI: the dialer and callbacks stay off")
+    survey_parts = None
+    if survey_backend is not None and dialer_parts is not None:
+        survey_parts = build_surveys(reactor, config, client, run_blocking, dialer_parts.dialer, survey_backend,
+                                     library)
+    elif survey_backend is not None:
+        log.warn("surveys.enabled but the dialer is off (dialer.enabled and AMI needed): no survey calls")
 
     async def readiness() -> dict[str, bool]:
         return {"redis": await store.ping(), "ami": bool(monitor is not None and monitor.client.logged_in)}
@@ -151,6 +161,8 @@ def build_gateway(reactor, config: GatewayConfig, enable_bench: bool = False) ->
     site = build_site(registry, readiness, factory.rtt_samples)
     if dialer_parts is not None and dialer_parts.api is not None:
         site.resource.putChild(b"callbacks", dialer_parts.api)
+    if survey_parts is not None:
+        site.resource.putChild(b"surveys", survey_parts.api)
     internet.StreamServerEndpointService(http_endpoint, site).setServiceParent(services)
 
     class _Pool(service.Service):
@@ -168,9 +180,12 @@ def build_gateway(reactor, config: GatewayConfig, enable_bench: bool = False) ->
         monitor.client.setServiceParent(services)
     if dialer_parts is not None:
         dialer_parts.service.setServiceParent(services)
+    if survey_parts is not None:
+        survey_parts.service.setServiceParent(services)
     return Gateway(config, services, library, factory, store, metrics, registry, monitor,
                    dialer=dialer_parts.dialer if dialer_parts else None,
-                   callbacks=dialer_parts.callbacks if dialer_parts else None)
+                   callbacks=dialer_parts.callbacks if dialer_parts else None,
+                   surveys=survey_parts.campaign if survey_parts else None)
 
 
 @dataclass
@@ -264,6 +279,107 @@ def build_dialer(reactor, config: GatewayConfig, client, run_blocking, registry:
             dialer.stop()
 
     return DialerParts(dialer, callbacks, _DialerService(), api)
+
+
+def build_survey_backend(reactor, config: GatewayConfig, client, run_blocking, registry: CollectorRegistry):
+    """The survey flow's backend: the survey store, its metrics, spoken answers (own bounded pool)."""
+    from .surveys.flow import SurveyFlowBackend
+    from .surveys.metrics import SurveyMetrics
+    from .surveys.speech import SpeechRecognizer
+    from .surveys.store import SurveyStore
+
+    s = config.surveys
+    speech = None
+    if s.speech_model_path:
+        speech_pool = ThreadPool(minthreads=0, maxthreads=s.speech_threads, name="survey-asr")
+        reactor.callWhenRunning(speech_pool.start)
+        reactor.addSystemEventTrigger("during", "shutdown", speech_pool.stop)
+
+        def engine():
+            from asr.engine import VoskEngine
+
+            return VoskEngine(s.speech_model_path)
+
+        speech = SpeechRecognizer(
+            clock=reactor, run_in_pool=lambda fn, *a: deferToThreadPool(reactor, speech_pool, fn, *a),
+            engine_factory=engine, timeout=s.speech_timeout, max_waiting=4 * s.speech_threads,
+            recordings_root=s.recordings_root,
+        )
+    prefix = config.redis.key_prefix
+    return SurveyFlowBackend(
+        clock=reactor, run_blocking=run_blocking,
+        store=SurveyStore(client, key_prefix=prefix, reopen_stream=s.reopen_stream, result_ttl=s.result_ttl),
+        metrics=SurveyMetrics(registry), client=client, jobs_stream=f"{prefix}:jobs:transcribe", speech=speech,
+        speech_language=s.speech_language,
+    )
+
+
+@dataclass
+class SurveyParts:
+    campaign: object
+    service: service.Service
+    api: object
+
+
+def build_surveys(reactor, config: GatewayConfig, client, run_blocking, dialer, backend, library) -> SurveyParts:
+    """The survey campaign on the dialer: its own windows and retry policy, triggers, results webhook."""
+    from .callbacks.sources import StreamSource
+    from .dialer.policy import NumberPolicy
+    from .dialer.retry import RetryPolicy
+    from .dialer.windows import CallWindows
+    from .surveys.campaign import SURVEY_CAMPAIGN, CampaignSettings, SurveyCampaign
+    from .surveys.results import ResultPoster, treq_post
+    from .surveys.rules import SurveyRules
+    from .surveys.triggers import SurveysResource, closed_event_handler
+
+    s, d = config.surveys, config.dialer
+    flow = library.flows.get("survey")
+    topics = dict((flow.settings.get("topics") or {}) if flow is not None else {})
+    if flow is not None:
+        topics.update({key[len("topic_"):]: key[len("topic_"):] for key in flow.prompts if key.startswith("topic_")})
+    campaign = SurveyCampaign(
+        clock=reactor, run_blocking=run_blocking, store=backend.store, jobs=dialer.store,
+        policy=NumberPolicy.from_text(d.allowed_kinds, d.local_area_code), metrics=backend.metrics,
+        rules=SurveyRules(s.delay, s.combine_ahead, s.max_orders_per_call, s.spacing, s.expiry, s.max_age),
+        settings=CampaignSettings(caller_id=s.caller_id, queue=config.flows.default_queue, interval=s.interval,
+                                  timezone=config.flows.timezone, topics=topics),
+    )
+    backend.finish = campaign.finish
+    dialer.configure_campaign(
+        SURVEY_CAMPAIGN, retry=RetryPolicy.from_text(s.backoff, s.max_attempts),
+        windows=CallWindows(s.window_start, s.window_end, config.flows.timezone, s.holidays,
+                            CallWindows.parse_days(s.closed_days)),
+    )
+    dialer.add_attempt_listener(campaign.on_attempt)
+    dialer.add_final_listener(campaign.on_final)
+    prefix = config.redis.key_prefix
+    source = StreamSource(name="workorders-closed", clock=reactor, run_blocking=run_blocking, client=client,
+                          stream=s.closed_stream, cursor_key=f"{prefix}:surveys:cursor:closed",
+                          handler=closed_event_handler(campaign), interval=s.interval)
+    poster = None
+    if s.webhook_url:
+        poster = ResultPoster(clock=reactor, run_blocking=run_blocking, client=client,
+                              outbox=backend.store.key("outbox"), url=s.webhook_url, token=s.webhook_token,
+                              post=treq_post(s.webhook_timeout), metrics=backend.metrics, interval=s.interval,
+                              initial_backoff=s.webhook_backoff, max_backoff=s.webhook_max_backoff,
+                              max_tries=s.webhook_max_tries)
+
+    class _SurveyService(service.Service):
+        def startService(self):
+            super().startService()
+            campaign.start()
+            source.start()
+            if poster is not None:
+                poster.start()
+
+        def stopService(self):
+            super().stopService()
+            campaign.stop()
+            source.stop()
+            if poster is not None:
+                poster.stop()
+
+    return SurveyParts(campaign, _SurveyService(), SurveysResource(campaign, s.api_token))
 
 
 def _run(args: argparse.Namespace) -> int:

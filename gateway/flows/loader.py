@@ -217,6 +217,9 @@ def build_flow(
     if not isinstance(settings, Mapping):
         raise FlowError([f"{source}: 'settings' must be a mapping"])
     speech_problems = _speech_problems(source, settings.get("speech"))
+    topics = settings.get("topics")
+    if topics is not None and not (isinstance(topics, Mapping) and all(f"topic_{v}" in prompts for v in topics.values())):
+        speech_problems.append(f"{source}: settings.topics must map topic names to keys with a topic_<key> prompt")
     if speech_problems:
         raise FlowError(speech_problems)
     version = str(data.get("version", "")).strip()
