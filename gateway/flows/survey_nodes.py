@@ -31,8 +31,9 @@ log = Logger()
 
 #: set to 1 on the channel once the citizen answered a question (the dialplan's attempt record)
 ANSWERED_VAR = "HOTLINE_SV_ANSWERED"
-#: where Asterisk writes survey comments and spoken answers (inside its own file tree)
-SURVEY_RECORDING_DIR = "/var/spool/asterisk/hotline/surveys"
+#: where Asterisk writes survey comments and spoken answers: the voice-message directory the lab and the
+#: docker entrypoint create (names start with the call id, the order id and what was recorded)
+SURVEY_RECORDING_DIR = "/var/spool/asterisk/hotline/messages"
 _MAX_ORDERS = 9
 
 

@@ -175,7 +175,7 @@ def test_the_comment_becomes_a_transcription_job_with_the_order_id():
     survey(Call(keys=["2", "3"]), backend)
     [(order_id, job)] = backend.comments
     assert job["order_id"] == "GD-1" and job["kind"] == "survey_comment"
-    assert job["path"].startswith("/var/spool/asterisk/hotline/surveys/") and job["path"].endswith(".wav")
+    assert job["path"].startswith("/var/spool/asterisk/hotline/messages/1700000000-7-GD-1-comment-") and job["path"].endswith(".wav")
     assert job["choices"] == ["solved=unsolved", "satisfaction=dissatisfied"]
 
 
