@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import time
@@ -234,7 +235,7 @@ def _restart_redis_with_aof(lab: Lab, directory: Path) -> None:
 
 
 def test_every_callback_ends_once_through_gateway_asterisk_and_redis_restarts(dialer_gateway, numbers,
-                                                                               tmp_path) -> None:
+                                                                               request) -> None:
     """A campaign of 6 callbacks survives a gateway crash (SIGKILL), an Asterisk restart and a Redis crash
     (with AOF): every callback ends with exactly one outcome, none is lost, no attempt is dialled while
     another attempt of the same callback is in progress, and all connect in the end."""
@@ -244,12 +245,13 @@ def test_every_callback_ends_once_through_gateway_asterisk_and_redis_restarts(di
         HOTLINE_DIALER_BACKOFF="no_answer=3,busy=3,congestion=3,failed=3,unconfirmed=3",
     )
     c = client(lab)
-    aof_dir = tmp_path / "redis"
-    aof_dir.mkdir()
-    os.chmod(aof_dir, 0o777)
-    c.config_set("dir", str(aof_dir))
+    aof_dir = Path(c.config_get("dir")["dir"])  # `dir` is protected: keep the running server's
+    aof_files = aof_dir / c.config_get("appenddirname").get("appenddirname", "appendonlydir")
+    had_aof = aof_files.exists()
     c.config_set("appendfsync", "always")
     c.config_set("appendonly", "yes")
+    if not had_aof:
+        request.addfinalizer(lambda: shutil.rmtree(aof_files, ignore_errors=True))
     ids = [add_callback(lab, numbers(f"139001330{i:02d}", PRESS_1)) for i in range(6)]
     reader = store(lab)
 
