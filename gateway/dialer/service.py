@@ -91,6 +91,8 @@ class DialerSettings:
     min_talk: float = 10.0
     #: pause after a Redis failure
     retry_interval: float = 5.0
+    #: after a failed OriginateResponse, seconds to wait for the trunk leg's record (DIALSTATUS)
+    record_grace: float = 1.5
     callback_priority: int = 20
 
 
@@ -370,9 +372,14 @@ class Dialer:
             return
         if attempt.dial_record is not None:
             self.conclude(attempt, attempt.dial_record)
-        else:
-            reason = message.get("Reason")
-            self.conclude(attempt, AttemptOutcome(outcome_from_reason(reason), detail=f"originate reason {reason}"))
+            return
+        # The far end's answer (486, 480 …) can end the originated leg before the trunk leg's
+        # dialplan has written its record: wait for the record (event or AstDB), else use the reason.
+        attempt.extra["reason"] = message.get("Reason")
+        if attempt.timer is not None and attempt.timer.active():
+            attempt.timer.cancel()
+        attempt.timer = None
+        self._settle_later(attempt, self.settings.record_grace)
 
     def on_user_event(self, message: AmiMessage) -> None:
         if message.get("UserEvent") != USER_EVENT:
@@ -384,6 +391,8 @@ class Dialer:
         step = message.get("Step")
         if step == "dial-failed" and record is not None:
             attempt.dial_record = record
+            if "reason" in attempt.extra:  # the OriginateResponse came first
+                self.conclude(attempt, record)
         elif step == "done" and record is not None:
             self.conclude(attempt, record)
 
@@ -435,6 +444,9 @@ class Dialer:
             attempt.extra.pop("recheck", None)
             if attempt.dial_record is not None:
                 self.conclude(attempt, attempt.dial_record)
+            elif attempt.extra.get("reason") is not None:
+                reason = attempt.extra["reason"]
+                self.conclude(attempt, AttemptOutcome(outcome_from_reason(reason), detail=f"originate reason {reason}"))
             else:
                 self.conclude(attempt, AttemptOutcome("failed", detail="no record and no channel (call lost)"))
         except Exception as exc:  # noqa: BLE001 — AMI trouble: try again at the next housekeeping

@@ -143,7 +143,36 @@ def test_the_reason_code_alone_gives_the_outcome_when_no_dialplan_event_came(dia
     action_id = rig.ami.queue()
     rig.dialer.on_originate_response(msg(Event="OriginateResponse", ActionID=action_id, Response="Failure",
                                          Reason="3"))
+    assert rig.store.get("cb-1").state == "leased"  # waiting briefly for the trunk leg's record
+    rig.clock.advance(2)
     assert rig.store.history("cb-1")[-1]["outcome"] == "no_answer"
+
+
+def test_a_dial_record_arriving_after_the_originate_failure_still_decides_the_outcome(dialer_redis):
+    """The far end's 486 can end the originated leg before the trunk leg reports BUSY."""
+    rig = Rig(dialer_redis)
+    rig.add("cb-1")
+    rig.tick()
+    attempt = rig.ami.originates()[0][0]["ChannelId"]
+    action_id = rig.ami.queue()
+    rig.dialer.on_originate_response(msg(Event="OriginateResponse", ActionID=action_id, Response="Failure",
+                                         Reason="0", Uniqueid=attempt))
+    rig.dialer.on_user_event(msg(Event="UserEvent", UserEvent="HotlineCallback", AttemptId=attempt,
+                                 Step="dial-failed", Data="dial,BUSY,17"))
+    assert rig.store.history("cb-1")[-1]["outcome"] == "busy"
+
+
+def test_a_dial_record_only_in_astdb_is_found_after_the_originate_failure(dialer_redis):
+    rig = Rig(dialer_redis)
+    rig.add("cb-1")
+    rig.tick()
+    attempt = rig.ami.originates()[0][0]["ChannelId"]
+    action_id = rig.ami.queue()
+    rig.dialer.on_originate_response(msg(Event="OriginateResponse", ActionID=action_id, Response="Failure",
+                                         Reason="0", Uniqueid=attempt))
+    rig.ami.db[attempt] = "dial,CONGESTION,34"
+    rig.clock.advance(2)
+    assert rig.store.history("cb-1")[-1]["outcome"] == "congestion"
 
 
 def test_pressing_1_and_talking_long_enough_connects_the_callback_once(dialer_redis):

@@ -69,4 +69,5 @@ def test_a_campaigns_own_retry_policy_decides_its_attempts(dialer_redis):
     action_id = rig.ami.queue()
     rig.dialer.on_originate_response(msg(Event="OriginateResponse", ActionID=action_id, Response="Failure",
                                          Reason="3"))
+    rig.clock.advance(2)  # the dialer waits briefly for the trunk leg's record before using the reason
     assert rig.finals == [("sv-1", "exhausted")]
