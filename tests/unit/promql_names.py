@@ -11,6 +11,7 @@ from prometheus_client import CollectorRegistry
 from gateway.metrics import GatewayMetrics
 from gateway.monitor.metrics import MonitorMetrics
 from gateway.monitor.model import HotlineState
+from gateway.surveys.metrics import SurveyMetrics
 
 ROOT = Path(__file__).resolve().parents[2]
 RULES_DIR = ROOT / "prometheus" / "rules"
@@ -48,9 +49,10 @@ def metric_names_in(expr: str) -> set[str]:
 
 
 def exported_metric_names() -> set[str]:
-    """Every sample name the gateway can expose (GatewayMetrics + monitor metrics)."""
+    """Every sample name the gateway can expose (GatewayMetrics + monitor metrics + survey metrics)."""
     registry = CollectorRegistry()
     GatewayMetrics(registry)
+    SurveyMetrics(registry)
     metrics = MonitorMetrics(registry)
     state = HotlineState(metrics.sink, trunks=["carrier"], trunk_capacity={"carrier": 1})
     metrics.watch(state, lambda: 0.0)

@@ -22,6 +22,8 @@ from .promql_names import (
 )
 
 TEST_FILE = ROOT / "prometheus" / "tests" / "hotline-rules.test.yml"
+#: every promtool test file (the surveys' rules have their own: prometheus/tests/hotline-surveys.test.yml)
+TEST_FILES = sorted((ROOT / "prometheus" / "tests").glob("*.test.yml"))
 PROMTOOL = shutil.which("promtool")
 needs_promtool = pytest.mark.skipif(PROMTOOL is None, reason="promtool is not installed (Debian: prometheus)")
 
@@ -38,13 +40,13 @@ def test_promtool_check_rules():
 
 @needs_promtool
 def test_promtool_test_rules():
-    result = promtool("test", "rules", str(TEST_FILE))
+    result = promtool("test", "rules", *map(str, TEST_FILES))
     assert result.returncode == 0, result.stdout + result.stderr
     assert "SUCCESS" in result.stdout
 
 
 def _tests() -> list[dict]:
-    return yaml.safe_load(TEST_FILE.read_text())["tests"]
+    return [case for path in TEST_FILES for case in yaml.safe_load(path.read_text())["tests"]]
 
 
 def test_every_alert_has_a_firing_and_a_not_firing_case():
@@ -71,11 +73,11 @@ def test_rules_read_only_metrics_the_gateway_exports():
 
 
 def test_rule_labels_stay_low_cardinality():
-    """Aggregations keep only queue/trunk/kind; nothing aggregates by a number or channel."""
+    """Aggregations keep only queue/trunk/kind/category; nothing by a number, channel or handling unit."""
     for group in rule_groups():
         for rule in group["rules"]:
             for labels in re.findall(r"by \(([^)]*)\)", rule["expr"]):
-                assert {label.strip() for label in labels.split(",")} <= {"queue", "trunk", "kind"}, rule
+                assert {label.strip() for label in labels.split(",")} <= {"queue", "trunk", "kind", "category"}, rule
 
 
 def test_metric_name_helper():
