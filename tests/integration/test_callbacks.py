@@ -289,3 +289,21 @@ def test_every_callback_ends_once_through_gateway_asterisk_and_redis_restarts(di
     recovered = sum(1 for job_id in ids for e in reader.history(job_id) if e.get("event") == "lease-recovered")
     print(f"leases recovered after the crash: {recovered}; attempts: "
           f"{[len(attempts(reader.history(j))) for j in ids]}")
+
+
+def test_agent_first_reserves_an_agent_then_calls_the_citizen_who_presses_1(dialer_gateway, numbers) -> None:
+    """agent-first: the queue gives an agent first ([hotline-callback-agent]); then the citizen is
+    dialled, hears the prompt, presses 1 and is bridged to the waiting agent: connected."""
+    lab = dialer_gateway(HOTLINE_CALLBACKS_MODE="agent-first", HOTLINE_DIALER_MAX_ATTEMPTS="1")
+    lab.cli("dialplan set global LAB_AGENT_TALK 25")  # the agent waits on the line for the citizen
+    try:
+        number = numbers("13900134001", "ring:1,answer,wait:2,dtmf:1,talk:8,hangup")
+        job_id = add_callback(lab, number)
+        [job] = wait_done(lab, [job_id], timeout=120).values()
+    finally:
+        lab.cli("dialplan set global LAB_AGENT_TALK 3")
+    history = assert_one_outcome_and_no_overlapping_dials(store(lab), job_id)
+    assert job.mode == "agent-first"
+    assert job.outcome == "connected", history
+    [attempt] = attempts(history)
+    assert attempt["pressed"] and attempt["talk"] >= 2
