@@ -202,7 +202,7 @@ def build_dialer(reactor, config: GatewayConfig, client, run_blocking, registry:
     from .callbacks.api import CallbacksResource
     from .callbacks.metrics import CallbackMetrics
     from .callbacks.service import CallbackService, CallbackSettings
-    from .callbacks.sources import StreamSource, ivr_request_handler, missed_call_handler
+    from .callbacks.sources import SpoolSource, StreamSource, ivr_request_handler, missed_call_handler
     from .dialer.jobs import JobStore
     from .dialer.pacing import Pacer, TrunkLimit
     from .dialer.policy import NumberPolicy
@@ -262,6 +262,12 @@ def build_dialer(reactor, config: GatewayConfig, client, run_blocking, registry:
             sources.append(StreamSource(
                 name=name, clock=reactor, run_blocking=run_blocking, client=client, stream=stream,
                 cursor_key=f"{prefix}:callbacks:cursor:{name}", handler=handler, interval=c.poll_interval,
+            ))
+        if c.missed_spool:
+            sources.append(SpoolSource(
+                clock=reactor, run_blocking=run_blocking, client=client, path=c.missed_spool,
+                cursor_key=f"{prefix}:callbacks:cursor:spool", handler=missed_call_handler(callbacks),
+                interval=max(c.poll_interval, 5.0),
             ))
         api = CallbacksResource(callbacks, c.api_token)
 

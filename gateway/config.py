@@ -191,6 +191,8 @@ class CallbacksConfig:
     min_talk: float = 10.0
     #: how often the safety-net and IVR-request streams are read
     poll_interval: float = 2.0
+    #: the safety net's spool (missed calls written while Redis was away; "" = none)
+    missed_spool: str = "/var/spool/asterisk/hotline/missed.jsonl"
     #: bearer token of the HTTP API (/callbacks): environment only (HOTLINE_CALLBACKS_API_TOKEN[_FILE])
     api_token: str = field(default="", repr=False)
 

@@ -7,6 +7,8 @@ cursor (``hotline:callbacks:cursor:<stream>``), hands each to the service and
 moves the cursor after it; scheduling is idempotent per call id, so an entry
 read twice (a crash between scheduling and the cursor write) adds nothing.
 While Redis is away the source simply tries again at the next poll.
+:class:`SpoolSource` does the same for the safety net's spool file (the
+records it wrote while Redis was away).
 """
 from __future__ import annotations
 
@@ -21,7 +23,7 @@ from twisted.logger import Logger
 
 from .service import CallbackService
 
-__all__ = ["StreamSource", "ivr_request_handler", "missed_call_handler"]
+__all__ = ["SpoolSource", "StreamSource", "ivr_request_handler", "missed_call_handler"]
 
 log = Logger()
 
@@ -154,3 +156,102 @@ class StreamSource:
                 handled += 1
             if len(entries) < self.batch:
                 return handled
+
+
+class SpoolSource:
+    """The safety net's spool file (JSON lines written while Redis was away), read like a stream.
+
+    ``agi_scripts/missed_call.py`` appends a record per missed call to the
+    spool when Redis does not answer. This source reads complete lines after
+    its cursor (``<cursor_key>`` = ``inode:offset`` in Redis), hands each record
+    to the same handler as the ``missed:calls`` stream and moves the cursor; a
+    rotated or truncated file starts again from its beginning. Scheduling is
+    idempotent per call id, so a record read twice adds nothing. File reads run
+    in the thread pool (``run_blocking``).
+    """
+
+    def __init__(
+        self,
+        *,
+        clock: IReactorTime,
+        run_blocking: Callable[[Callable[[], Any]], defer.Deferred],
+        client: Any,
+        path: str,
+        cursor_key: str,
+        handler: Handler,
+        interval: float = 10.0,
+        max_bytes: int = 1 << 20,
+    ) -> None:
+        self.clock = clock
+        self._run = run_blocking
+        self.client = client
+        self.path = path
+        self.cursor_key = cursor_key
+        self.handler = handler
+        self.interval = interval
+        self.max_bytes = max_bytes
+        self._loop: task.LoopingCall | None = None
+        self._busy = False
+
+    def start(self) -> None:
+        self._loop = task.LoopingCall(self.poll)
+        self._loop.clock = self.clock
+        self._loop.start(self.interval, now=True)
+
+    def stop(self) -> None:
+        if self._loop is not None and self._loop.running:
+            self._loop.stop()
+
+    def _read(self) -> tuple[int, list[tuple[int, dict[str, str]]]]:
+        import os
+
+        try:
+            stat = os.stat(self.path)
+        except FileNotFoundError:
+            return 0, []
+        inode, _, offset_text = (self.client.get(self.cursor_key) or "0:0").partition(":")
+        offset = int(offset_text or 0)
+        if int(inode or 0) != stat.st_ino or stat.st_size < offset:
+            offset = 0
+        with open(self.path, "rb") as handle:
+            handle.seek(offset)
+            data = handle.read(self.max_bytes)
+        records = []
+        position = offset
+        for line in data.splitlines(keepends=True):
+            if not line.endswith(b"\n"):
+                break  # a line still being written
+            position += len(line)
+            try:
+                record = json.loads(line)
+            except ValueError:
+                log.warn("missed-call spool {path}: skipping a line that is not JSON", path=self.path)
+                continue
+            if isinstance(record, dict):
+                records.append((position, {str(k): str(v) for k, v in record.items()}))
+            else:
+                records.append((position, {}))
+        return stat.st_ino, records
+
+    def poll(self) -> defer.Deferred:
+        if self._busy:
+            return defer.succeed(0)
+        self._busy = True
+        d = defer.Deferred.fromCoroutine(self._poll())
+
+        def done(result):
+            self._busy = False
+            return result
+
+        d.addErrback(lambda f: (log.warn("missed-call spool {path}: {error}", path=self.path,
+                                         error=f.getErrorMessage()), 0)[1])
+        d.addBoth(done)
+        return d
+
+    async def _poll(self) -> int:
+        inode, records = await self._run(self._read)
+        for position, record in records:
+            if record.get("call_id"):
+                await self.handler(f"spool-{position}", record)
+            await self._run(lambda position=position: self.client.set(self.cursor_key, f"{inode}:{position}"))
+        return len(records)

@@ -186,3 +186,36 @@ def test_the_callback_legs_own_answer_in_the_queue_does_not_cancel_it(dialer_red
     state.caller_joined("hlcb-0123456789abcdef", "12345", NOW, caller="13800138000")
     state.agent_connected("hlcb-0123456789abcdef", "12345", NOW + 5)
     assert rig.store.get("cb-a").state == "pending" and not rig.store.get("cb-a").cancel
+
+
+def test_the_safety_nets_spool_is_read_once_resumed_after_its_cursor_and_restarted_after_rotation(dialer_redis,
+                                                                                                   tmp_path):
+    """Missed calls spooled while Redis was away become callbacks; a half-written line waits."""
+    from gateway.callbacks.sources import SpoolSource
+
+    rig = Rig(dialer_redis)
+    spool = tmp_path / "missed.jsonl"
+    line = lambda i: json.dumps({"call_id": f"s{i}", "caller": f"1390000000{i}", "missed_at": str(NOW),  # noqa: E731
+                                 "wait_seconds": "30", "source": "agi-safety-net", "spool_reason": "ConnectionError"})
+    spool.write_text(line(1) + "\n" + line(2) + "\n" + line(3)[:20])
+    source = SpoolSource(clock=rig.clock, run_blocking=rig.run, client=dialer_redis, path=str(spool),
+                         cursor_key="t:cursor:spool", handler=missed_call_handler(rig.service))
+    assert rig.resolve(source.poll()) == 2
+    with spool.open("a") as handle:
+        handle.write(line(3)[20:] + "\n")
+    assert rig.resolve(source.poll()) == 1
+    assert rig.resolve(source.poll()) == 0
+    assert {j.id for j in rig.store.list("callback")} == {"cb-s1", "cb-s2", "cb-s3"}
+    spool.unlink()
+    spool.write_text(line(4) + "\n")  # rotated: a new file
+    assert rig.resolve(source.poll()) == 1
+    assert rig.store.get("cb-s4").payload["source"] == "safety-net"
+
+
+def test_a_missing_spool_file_is_nothing_to_do(dialer_redis, tmp_path):
+    from gateway.callbacks.sources import SpoolSource
+
+    rig = Rig(dialer_redis)
+    source = SpoolSource(clock=rig.clock, run_blocking=rig.run, client=dialer_redis, path=str(tmp_path / "none"),
+                         cursor_key="t:cursor:spool", handler=missed_call_handler(rig.service))
+    assert rig.resolve(source.poll()) == 0
