@@ -192,6 +192,7 @@ class SpoolSource:
         self.max_bytes = max_bytes
         self._loop: task.LoopingCall | None = None
         self._busy = False
+        self.healthy = True
 
     def start(self) -> None:
         self._loop = task.LoopingCall(self.poll)
@@ -243,13 +244,19 @@ class SpoolSource:
             self._busy = False
             return result
 
-        d.addErrback(lambda f: (log.warn("missed-call spool {path}: {error}", path=self.path,
-                                         error=f.getErrorMessage()), 0)[1])
+        def failed(failure):
+            if self.healthy:  # once per outage, not every poll
+                log.warn("missed-call spool {path}: {error}; retrying", path=self.path, error=failure.getErrorMessage())
+            self.healthy = False
+            return 0
+
+        d.addErrback(failed)
         d.addBoth(done)
         return d
 
     async def _poll(self) -> int:
         inode, records = await self._run(self._read)
+        self.healthy = True
         for position, record in records:
             if record.get("call_id"):
                 await self.handler(f"spool-{position}", record)
