@@ -61,6 +61,7 @@ class SurveyMetrics:
         for status in FINAL_STATUSES:
             self.finished.labels(status=status)
         for category in CATEGORIES:
+            self.reopened.labels(category=category)
             for answer in ANSWERS["solved"]:
                 self.solved.labels(category=category, answer=answer)
             for answer in ANSWERS["satisfaction"]:

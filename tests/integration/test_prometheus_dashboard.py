@@ -3,7 +3,8 @@ lab calls runs (inbound over the carrier trunk and over Local, answered and
 abandoned; outbound through the trunk, answered and busy); then every query of
 every panel of the Grafana dashboard (docker/grafana/dashboards/hotline.json)
 must return data from it, and the trunk alerts must fire once the lab carrier
-is stopped.
+is stopped. The gateway runs with the dialer and the satisfaction surveys on (callbacks
+off), and one survey call is answered through the trunk, so the survey row has data.
 
 Prometheus loads the repository's rules (prometheus/rules/). One rewrite, for
 test time only: the two trunk alerts' ``for: 2m`` becomes ``for: 5s`` in the
@@ -188,8 +189,53 @@ def _unknown_agi_script() -> None:
             pass  # the gateway may reset the connection after refusing the script
 
 
+#: the gateway of this test: dialer and surveys on (callbacks off), windows always open, no delay
+SURVEY_ENV = {
+    "HOTLINE_DIALER_ENABLED": "1", "HOTLINE_DIALER_WINDOW_START": "00:00", "HOTLINE_DIALER_WINDOW_END": "24:00",
+    "HOTLINE_DIALER_HOLIDAYS": "allow", "HOTLINE_DIALER_POLL_INTERVAL": "0.5", "HOTLINE_CALLBACKS_ENABLED": "0",
+    "HOTLINE_SURVEYS_ENABLED": "1", "HOTLINE_SURVEYS_API_TOKEN": "lab-survey-token", "HOTLINE_SURVEYS_DELAY": "0",
+    "HOTLINE_SURVEYS_INTERVAL": "0.5", "HOTLINE_SURVEYS_WINDOW_START": "00:00", "HOTLINE_SURVEYS_WINDOW_END": "24:00",
+    "HOTLINE_SURVEYS_HOLIDAYS": "allow",
+}
+
+
+@pytest.fixture
+def surveys_on(gateway_up: Lab) -> Iterator[Lab]:
+    """The gateway restarted with SURVEY_ENV; afterwards stopped and the environment restored."""
+    saved = dict(os.environ)
+    gateway_up.gateway.stop(lambda _m: None)
+    os.environ.update(SURVEY_ENV)
+    gateway_up.gateway.start(lambda _m: None)
+    yield gateway_up
+    gateway_up.gateway.stop(lambda _m: None)
+    os.environ.clear()
+    os.environ.update(saved)
+
+
+def _one_survey(lab: Lab) -> str:
+    """A closed order → a survey call through the trunk: the citizen keys 2 (unsolved), 3 (dissatisfied),
+    leaves a short comment; returns the order's final status."""
+    import redis
+
+    lab.set_carrier_behaviour("13900139103", "ring:1,answer,wait:19,dtmf:2,wait:5,dtmf:3,wait:9,talk:3,dtmf:#,wait:60")
+    body = json.dumps({"order_id": "PROM-1", "phone": "13900139103", "category": "投诉", "topic": "路灯",
+                       "unit": "市政局", "closed_at": time.time() - 60}).encode()
+    request = urllib.request.Request(f"http://{lab.settings.http_host}:{lab.settings.http_port}/surveys/closed",
+                                     data=body, method="POST",
+                                     headers={"Authorization": "Bearer lab-survey-token"})
+    with urllib.request.urlopen(request, timeout=10) as response:
+        assert response.status == 202
+    client = redis.Redis.from_url(lab.settings.redis_url, decode_responses=True, socket_timeout=5)
+    deadline = time.monotonic() + 110
+    while (status := client.hget("hotline:surveys:order:PROM-1", "status")) in (None, "pending", "calling"):
+        if time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    return status or "missing"
+
+
 def _drive_calls(lab: Lab) -> None:
-    """Answered via the trunk and via Local, an abandon, outbound answered and busy — at once."""
+    """Answered via the trunk and via Local, an abandon, outbound answered and busy, a survey — at once."""
     greet = after_greeting(lab)
     lab.set_carrier_behaviour("13900139101", "ring:1,answer,wait:1,dtmf:1,talk:3,hangup")
     lab.set_carrier_behaviour("13900139102", "busy")
@@ -200,6 +246,7 @@ def _drive_calls(lab: Lab) -> None:
         "local abandoned": lambda: lab.call(CallRequest(hangup_after=greet + 6, agent_ring=20, timeout=60)),
         "outbound answered": lambda: lab.outbound("13900139101", listen=5, timeout=40),
         "outbound busy": lambda: lab.outbound("13900139102", listen=2, timeout=40),
+        "survey": lambda: _one_survey(lab),
     }
 
     def run(name, job) -> None:
@@ -211,7 +258,7 @@ def _drive_calls(lab: Lab) -> None:
     _unknown_agi_script()
     for thread in threads:
         thread.join(120)
-    for number in ("13900139101", "13900139102"):
+    for number in ("13900139101", "13900139102", "13900139103"):
         lab.set_carrier_behaviour(number, None)
     assert set(results) == set(jobs), f"calls still running: {set(jobs) - set(results)}"
     assert results["trunk answered"].agent_answered, results["trunk answered"].steps
@@ -219,15 +266,16 @@ def _drive_calls(lab: Lab) -> None:
     assert results["local abandoned"].abandoned, results["local abandoned"].steps
     assert results["outbound answered"].dial_status == "ANSWER"
     assert results["outbound busy"].dial_status == "BUSY"
+    assert results["survey"] == "completed", results["survey"]
 
 
 def _has_data(result: list[dict]) -> bool:
     return any(math.isfinite(float(sample["value"][1])) for sample in result)
 
 
-def test_every_panel_returns_data_and_the_trunk_alerts_fire(gateway_up: Lab, trunk_up: Lab,
+def test_every_panel_returns_data_and_the_trunk_alerts_fire(surveys_on: Lab, trunk_up: Lab,
                                                             prometheus: Prometheus) -> None:
-    lab = gateway_up
+    lab = surveys_on
     wait_ready(lab)
     prometheus.wait("a first scrape of the gateway", lambda: prometheus.query('up{job="hotline-gateway"} == 1'), 30)
     _drive_calls(lab)
