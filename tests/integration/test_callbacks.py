@@ -214,8 +214,9 @@ def test_abandoned_calls_in_the_lab_queue_become_callbacks_that_connect(dialer_g
     assert metric(lab, "hotline_callback_latency_seconds_count") == 1
 
 
-def _restart_redis_with_aof(lab: Lab, directory: Path) -> None:
-    """Kill the lab's Redis hard and start it again from its append-only file (same port, same pid file)."""
+def _restart_redis_with_aof(lab: Lab, directory: Path, while_down=lambda: None) -> None:
+    """Kill the lab's Redis hard, run ``while_down()``, start Redis again from its append-only file
+    (same port, same pid file)."""
     c = client(lab)
     port = c.connection_pool.connection_kwargs["port"]
     pid = int(lab.redis.pid_file.read_text().strip())
@@ -224,7 +225,8 @@ def _restart_redis_with_aof(lab: Lab, directory: Path) -> None:
     while lab.redis.ping():
         assert time.monotonic() < deadline
         time.sleep(0.1)
-    time.sleep(2)  # the gateway sees Redis away for a moment
+    time.sleep(2)  # the gateway sees Redis away
+    while_down()
     subprocess.run(["redis-server", "--bind", "127.0.0.1", "--port", str(port), "--save", "", "--appendonly", "yes",
                     "--appendfsync", "always", "--dir", str(directory), "--daemonize", "yes",
                     "--pidfile", str(lab.redis.pid_file)], check=True, timeout=30)
@@ -238,7 +240,8 @@ def test_every_callback_ends_once_through_gateway_asterisk_and_redis_restarts(di
                                                                                request) -> None:
     """A campaign of 6 callbacks survives a gateway crash (SIGKILL), an Asterisk restart and a Redis crash
     (with AOF): every callback ends with exactly one outcome, none is lost, no attempt is dialled while
-    another attempt of the same callback is in progress, and all connect in the end."""
+    another attempt of the same callback is in progress, and all connect in the end. While Redis is
+    away a citizen calling in still reaches an agent."""
     lab = dialer_gateway(
         HOTLINE_DIALER_MAX_OUTBOUND="2", HOTLINE_DIALER_CALLS_PER_SECOND="1", HOTLINE_DIALER_LEASE="8",
         HOTLINE_DIALER_MAX_ATTEMPTS="6", HOTLINE_REDIS_RETRY_INTERVAL="1",
@@ -279,7 +282,14 @@ def test_every_callback_ends_once_through_gateway_asterisk_and_redis_restarts(di
     while sum(1 for job_id in ids if reader.get(job_id).state == "done") < 4:
         assert time.monotonic() < deadline, lab.gateway.log_tail()
         time.sleep(0.5)
-    _restart_redis_with_aof(lab, aof_dir)
+    inbound = []
+
+    def citizen_calls_in() -> None:
+        """With Redis away the dialer pauses; a citizen calling in still reaches an agent."""
+        inbound.append(lab.call(CallRequest(caller="13700137001", hangup_after=12, timeout=40)))
+
+    _restart_redis_with_aof(lab, aof_dir, citizen_calls_in)
+    assert inbound[0].agent_answered, inbound[0].steps
 
     jobs = wait_done(lab, ids, timeout=240)
     reader = store(lab)
