@@ -307,3 +307,71 @@ def test_stopping_sink_abandons_a_retrying_delivery_and_leaves_it_pending(redis_
     clock.advance(2.0)
     assert stopped == [None]
     assert hook.queue.pending_count() == 1
+
+
+class HeldDecode:
+    """run_decode whose result the test releases: the decode 'runs' until ``finish()``."""
+
+    def __init__(self):
+        self.pending = []
+
+    def __call__(self, fn):
+        d = defer.Deferred()
+        self.pending.append((fn, d))
+        return d
+
+    def finish(self):
+        fn, d = self.pending.pop(0)
+        try:
+            d.callback(fn())
+        except Exception as exc:  # handed to the worker as the decode's failure
+            d.errback(exc)
+
+
+def stoppable_transcribe(path, should_stop):
+    from asr.engine import Cancelled
+
+    if should_stop():
+        raise Cancelled()
+    return fake_transcribe(path, should_stop)
+
+
+def _held_worker(redis_client, clock, root, grace):
+    held = HeldDecode()
+    worker, registry = make_worker(redis_client, clock, transcribe=stoppable_transcribe, root=str(root))
+    worker._run_decode = held
+    worker.shutdown_grace = grace
+    return worker, registry, held
+
+
+def test_stop_lets_the_current_job_finish_within_the_grace(redis_client, recording):
+    root, path = recording
+    clock = task.Clock()
+    worker, registry, held = _held_worker(redis_client, clock, root, grace=20)
+    add_job(redis_client, "msg-1", path)
+    worker.start()
+    assert worker.current is not None and held.pending
+    stopped = []
+    worker.stop().addBoth(stopped.append)
+    clock.advance(5)
+    assert stopped == []
+    held.finish()
+    assert len(stopped) == 1
+    assert redis_client.exists("hotline:draft:msg-1") and worker.queue.pending_count() == 0
+
+
+def test_stop_releases_the_current_job_after_the_grace(redis_client, recording):
+    root, path = recording
+    clock = task.Clock()
+    worker, registry, held = _held_worker(redis_client, clock, root, grace=20)
+    add_job(redis_client, "msg-1", path)
+    worker.start()
+    stopped = []
+    worker.stop().addBoth(stopped.append)
+    clock.advance(20)
+    held.finish()  # the decoder sees the stop request at its next chunk
+    assert len(stopped) == 1
+    assert not redis_client.exists("hotline:draft:msg-1")
+    assert sample(registry, "hotline_asr_jobs_total", outcome="released") == 1
+    taker = make_queue(redis_client, "next")
+    assert taker.reclaim(60) is not None  # released: no need to wait for the min-idle
