@@ -311,6 +311,7 @@ def build_survey_backend(reactor, config: GatewayConfig, client, run_blocking, r
             engine_factory=engine, timeout=s.speech_timeout, max_waiting=4 * s.speech_threads,
             recordings_root=s.recordings_root,
         )
+        reactor.callWhenRunning(speech.warm_up)
     prefix = config.redis.key_prefix
     return SurveyFlowBackend(
         clock=reactor, run_blocking=run_blocking,

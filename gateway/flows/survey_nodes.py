@@ -170,7 +170,8 @@ class SurveyNodes:
         name = f"{session.call_id.replace('.', '-')}-{(order or {}).get('order_id', 'x')}-{question}-{attempt + 1}"
         path = f"{SURVEY_RECORDING_DIR}/{name}"
         seconds = int(node.get("speech_seconds", 4))
-        result = await session.record(path, "wav", keys, seconds * 1000, 2, beep=False)
+        # a fixed short window (no silence cut-off: the answer may start a moment after the prompt)
+        result = await session.record(path, "wav", keys, seconds * 1000, 0, beep=False)
         if result.ended_by == "dtmf" and result.digit:
             return result.digit, None
         answer = await self._safely(session, "speech", lambda: self.backend.recognise(f"{path}.wav", words),

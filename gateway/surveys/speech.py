@@ -13,6 +13,7 @@ Korean words.
 """
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -61,20 +62,31 @@ class SpeechRecognizer:
         self._run_in_pool = run_in_pool
         self._engine_factory = engine_factory
         self._engine = None
+        self._engine_lock = threading.Lock()
         self.timeout = timeout
         self.max_waiting = max_waiting
         self.recordings_root = recordings_root
         self.waiting = 0
 
     def _engine_now(self):
-        if self._engine is None:
-            self._engine = self._engine_factory()
-        return self._engine
+        """(pool thread) One shared model per process; one recognizer per recognition."""
+        with self._engine_lock:
+            if self._engine is None:
+                self._engine = self._engine_factory()
+            return self._engine
 
     def _recognise_blocking(self, path: str, phrases: Sequence[str]) -> str:
         engine = self._engine_now()
         transcript = engine.transcribe_file(path, list(phrases))
         return transcript.text
+
+    def warm_up(self) -> defer.Deferred:
+        """Load the model in the pool at start-up (seconds), not during the first citizen's answer."""
+        d = self._run_in_pool(self._engine_now)
+        d.addCallbacks(lambda _: log.info("survey speech: model loaded"),
+                       lambda f: log.warn("survey speech: model not loaded ({error}); keys only until it is",
+                                          error=f.getErrorMessage()))
+        return d
 
     def local_path(self, path: str) -> str:
         if not self.recordings_root:
