@@ -9,11 +9,11 @@ from typing import Any
 
 __all__ = [
     "ANSWERS",
-    "ClosedOrder",
-    "EventError",
     "FINAL_STATUSES",
     "NO_RESPONSE",
     "QUESTIONS",
+    "ClosedOrder",
+    "EventError",
     "parse_closed_event",
 ]
 

@@ -105,7 +105,7 @@ class SpeechRecognizer:
             return await d
         except defer.TimeoutError:
             raise SpeechUnavailable(f"recognition took longer than {self.timeout} s") from None
-        except Exception as exc:  # noqa: BLE001 — model missing, grammar unknown, audio unreadable
+        except Exception as exc:
             raise SpeechUnavailable(f"{type(exc).__name__}: {exc}") from exc
         finally:
             self.waiting -= 1

@@ -173,7 +173,7 @@ def test_every_answer_combination_is_stored_and_only_unsolved_or_dissatisfied_as
 def test_the_comment_becomes_a_transcription_job_with_the_order_id():
     backend = Backend()
     survey(Call(keys=["2", "3"]), backend)
-    [(order_id, job)] = backend.comments
+    [(_, job)] = backend.comments
     assert job["order_id"] == "GD-1" and job["kind"] == "survey_comment"
     assert job["path"].startswith("/var/spool/asterisk/hotline/messages/1700000000-7-GD-1-comment-") and job["path"].endswith(".wav")
     assert job["choices"] == ["solved=unsolved", "satisfaction=dissatisfied"]

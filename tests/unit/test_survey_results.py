@@ -84,7 +84,7 @@ def test_a_failing_platform_is_retried_with_growing_backoff_and_nothing_is_skipp
 
 def test_a_duplicate_answered_with_409_counts_as_delivered(survey_redis):
     platform = Platform([409])
-    p, registry = poster(survey_redis, platform, task.Clock())
+    p, _ = poster(survey_redis, platform, task.Clock())
     outbox(survey_redis, "GD-1")
     p.poll()
     p.poll()
