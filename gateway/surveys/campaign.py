@@ -55,6 +55,8 @@ class CampaignSettings:
     #: the dialer's queue field (unused by survey calls; must be a queue-shaped name)
     queue: str = "12345"
     interval: float = 5.0
+    #: how often calls still open here are checked against the dialer's jobs (a final missed in a crash)
+    sweep_interval: float = 60.0
     timezone: str = "Asia/Shanghai"
     #: topic names of the platform → prompt keys of the survey flow (``topic_<key>``); else ``other``
     topics: Mapping[str, str] = field(default_factory=dict)
@@ -105,6 +107,7 @@ class SurveyCampaign:
         self.tz = ZoneInfo(settings.timezone)
         self._loop: task.LoopingCall | None = None
         self._busy = False
+        self._next_sweep = 0.0
         self.healthy = True
 
     # -- orders in ------------------------------------------------------------------------
@@ -171,7 +174,33 @@ class SurveyCampaign:
         self.healthy = True
         for plan in plans:
             await self._submit(plan, now)
+        if now >= self._next_sweep:
+            self._next_sweep = now + self.settings.sweep_interval
+            await self.sweep()
         return len(plans)
+
+    async def sweep(self) -> int:
+        """End calls whose dialer job is over but whose end was not recorded here (the gateway stopped
+        between the dialer's final write and this campaign's listener, or Redis failed just then)."""
+        def over() -> list[tuple[str, str]]:
+            unsubmitted = {plan.call_id for plan in self.store.unsubmitted()}
+            ended = []
+            for call_id in self.store.open_calls():
+                if call_id in unsubmitted:
+                    continue
+                job = self.jobs.get(call_id)
+                if job is None:
+                    ended.append((call_id, "expired"))  # the job's record is gone: nothing will finish it
+                elif job.state == "done":
+                    ended.append((call_id, job.outcome or "cancelled"))
+            return ended
+
+        ended = await self._run(over)
+        for call_id, final in ended:
+            log.info("survey call {call}: dialer job ended ({final}) without a recorded end; finishing it",
+                     call=call_id, final=final)
+            await self.call_ended(call_id, final)
+        return len(ended)
 
     async def _submit(self, plan: CallPlan, now: float) -> None:
         if not plan.orders:

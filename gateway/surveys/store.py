@@ -11,6 +11,7 @@ Keys (``P`` = ``<prefix>:surveys``, default ``hotline:surveys``)::
     P:last:<e164>        STRING  when the number's last survey call ended (spacing)
     P:call:<call id>     HASH    e164, dial, orders (comma list), created_at, first_due, final
     P:unsubmitted        ZSET    call id → time: calls whose dialer job is not yet confirmed
+    P:calls              ZSET    call id → time: calls not yet ended (swept against the dialer's jobs)
     P:day:<YYYY-MM-DD>   ZSET    order id → finish time (the daily report's index)
     P:outbox             STREAM  results for the platform's webhook (one entry per finished order)
     <reopen stream>      STREAM  reopen events (dissatisfied or unsolved), default hotline:workorders:reopen
@@ -73,6 +74,7 @@ for _, e164 in ipairs(numbers) do
         'created_at', now, 'first_due', first[2])
       redis.call('SET', P .. ':active:' .. e164, cid)
       redis.call('ZADD', P .. ':unsubmitted', now, cid)
+      redis.call('ZADD', P .. ':calls', now, cid)
       table.insert(out, cid)
     end
   end
@@ -130,6 +132,7 @@ local e164 = redis.call('HGET', ck, 'e164')
 if not e164 then return 0 end
 redis.call('HSET', ck, 'final', final, 'ended_at', ARGV[3])
 redis.call('ZREM', P .. ':unsubmitted', cid)
+redis.call('ZREM', P .. ':calls', cid)
 if redis.call('GET', P .. ':active:' .. e164) == cid then redis.call('DEL', P .. ':active:' .. e164) end
 redis.call('SET', P .. ':last:' .. e164, ARGV[3], 'EX', math.floor(spacing * 2 + 86400))
 local first = redis.call('ZRANGE', P .. ':pending:' .. e164, 0, 0, 'WITHSCORES')
@@ -235,6 +238,10 @@ class SurveyStore:
         for order_id in ids:
             pipe.hgetall(self.key("order", order_id))
         return [{**o, "order_id": i} for i, o in zip(ids, pipe.execute()) if o]
+
+    def open_calls(self, limit: int = 1000) -> list[str]:
+        """Calls not yet ended, oldest first (for the sweep against the dialer's jobs)."""
+        return self.client.zrange(self.key("calls"), 0, limit - 1)
 
     def next_due(self) -> float | None:
         first = self.client.zrange(self.key("numbers"), 0, 0, withscores=True)

@@ -348,3 +348,24 @@ def test_channel_vars_name_at_most_the_orders_of_the_call():
     plan = CallPlan("sv-1", "+8613800138000", "13800138000",
                     ({"order_id": "A", "topic": "噪音", "reported_at": repr(NOW)},), NOW, NOW)
     assert channel_vars(plan, {"噪音": "noise"}, TZ)["HOTLINE_SV_TOPIC_1"] == "noise"
+
+
+def test_a_call_whose_dialer_job_ended_while_the_gateway_was_down_is_finished_by_the_sweep(survey_redis):
+    """The dialer wrote the job's final outcome, then the gateway died before the survey listener ran."""
+    rig = Rig(survey_redis, delay=0)
+    rig.accept("GD-1")
+    rig.accept("GD-2", phone="13900139000")
+    rig.tick()
+    jobs = {j.payload["orders"][0]: j for j in rig.survey_jobs()}
+    assert len(rig.jobs.claim(NOW + 1, 10, 60)) == 2  # the dialer took both
+    rig.answer("GD-1", solved="solved", satisfaction="satisfied")
+    for job in jobs.values():
+        rig.jobs.finish(job.id, NOW + 2, None, final="connected" if job.payload["orders"] == ["GD-1"] else "exhausted")
+    restarted = Rig(survey_redis, clock=rig.clock, delay=0)
+    restarted.tick()
+    assert restarted.store.order("GD-1")["status"] == "completed"
+    assert restarted.store.order("GD-2")["status"] == "no_answer"
+    assert restarted.store.open_calls() == []
+    restarted.clock.advance(120)
+    restarted.tick()
+    assert survey_redis.xlen("t:surveys:outbox") == 2  # once each
