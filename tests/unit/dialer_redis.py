@@ -6,13 +6,15 @@ before every test. Skipped when redis-server is not installed.
 """
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import time
 
 import pytest
 
-PORT = 6394
+#: HOTLINE_TEST_DIALER_REDIS_PORT moves it (two checkouts testing side by side)
+PORT = int(os.environ.get("HOTLINE_TEST_DIALER_REDIS_PORT", "6394"))
 
 
 @pytest.fixture(scope="session")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 import shutil
 import subprocess
 import time
@@ -23,7 +24,8 @@ from gateway.surveys.model import ClosedOrder, EventError, parse_closed_event
 from gateway.surveys.rules import SurveyRules
 from gateway.surveys.store import SurveyStore
 
-PORT = 6395
+#: HOTLINE_TEST_SURVEY_REDIS_PORT moves it (two checkouts testing side by side)
+PORT = int(os.environ.get("HOTLINE_TEST_SURVEY_REDIS_PORT", "6395"))
 TZ = ZoneInfo("Asia/Shanghai")
 NOW = dt.datetime(2026, 11, 23, 10, 0, tzinfo=TZ).timestamp()  # a Monday morning
 HOUR = 3600.0

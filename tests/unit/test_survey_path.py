@@ -16,7 +16,7 @@ from gateway.surveys.campaign import SURVEY_CAMPAIGN
 from gateway.surveys.report import main as report_main
 
 from .test_dialer_service import FakeAmi, msg
-from .test_survey_campaign import NOW, TZ, Rig, _survey_redis_server, survey_redis  # noqa: F401 — fixtures
+from .test_survey_campaign import NOW, TZ, Rig, PORT as SURVEY_REDIS_PORT, _survey_redis_server, survey_redis  # noqa: F401 — fixtures
 
 
 class Path(Rig):
@@ -105,7 +105,7 @@ def test_the_report_command_prints_the_day_from_redis(survey_redis, monkeypatch,
     path.step()
     path.answer("GD-1", solved="solved", satisfaction="dissatisfied")
     defer.Deferred.fromCoroutine(path.campaign.finish("GD-1", "completed"))
-    monkeypatch.setenv("HOTLINE_REDIS_URL", "redis://127.0.0.1:6395/0")
+    monkeypatch.setenv("HOTLINE_REDIS_URL", f"redis://127.0.0.1:{SURVEY_REDIS_PORT}/0")
     monkeypatch.setenv("HOTLINE_REDIS_KEY_PREFIX", "t")
     day = dt.datetime.fromtimestamp(NOW, TZ).date().isoformat()
     assert report_main(["report", "--day", day, "--csv"]) == 0

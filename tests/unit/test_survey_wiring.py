@@ -7,10 +7,12 @@ from twisted.internet.testing import MemoryReactorClock
 from gateway.app import build_gateway
 from gateway.config import load_config
 
+from .test_survey_campaign import PORT as SURVEY_REDIS_PORT
+
 ENV = {
     "HOTLINE_AMI_SECRET": "x", "HOTLINE_DIALER_ENABLED": "1", "HOTLINE_SURVEYS_ENABLED": "1",
     "HOTLINE_SURVEYS_API_TOKEN": "t", "HOTLINE_SURVEYS_MAX_ATTEMPTS": "2", "HOTLINE_SURVEYS_WINDOW_START": "10:00",
-    "HOTLINE_REDIS_URL": "redis://127.0.0.1:6395/0",
+    "HOTLINE_REDIS_URL": f"redis://127.0.0.1:{SURVEY_REDIS_PORT}/0",
 }
 
 
