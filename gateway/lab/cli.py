@@ -98,9 +98,28 @@ def _request(lab: Lab, args: argparse.Namespace) -> CallRequest:
     )
 
 
-def _print_call(result: CallResult, as_json: bool) -> None:
+def _voice_message_drafts(lab: Lab, result: CallResult) -> list[dict] | None:
+    """The drafts of the call's voice message (None: no message, or no ASR worker to draft it)."""
+    record = result.gateway_record or {}
+    if "voice_message:stored" not in record.get("path", "") or lab.asr.pid() is None:
+        return None
+    return lab.wait_drafts(result.call_id, timeout=90.0)
+
+
+def _describe_draft(draft: dict) -> str:
+    category, topic = draft.get("category") or {}, draft.get("topic") or {}
+    urgency, transcript = draft.get("urgency") or {}, draft.get("transcript") or {}
+    return (f"draft {draft.get('draft_id')}: category {category.get('code') or '?'}, topic {topic.get('code') or '?'}, "
+            f"urgency {urgency.get('level', '?')}, due {draft.get('due_at')}, needs_review {draft.get('needs_review')}"
+            f"; transcript ({transcript.get('confidence', 0):.2f}): {transcript.get('text', '')!r}")
+
+
+def _print_call(result: CallResult, as_json: bool, drafts: list[dict] | None = None) -> None:
     if as_json:
-        print(json.dumps(result.as_json(), ensure_ascii=False, indent=2))
+        data = result.as_json()
+        if drafts is not None:
+            data["drafts"] = drafts
+        print(json.dumps(data, ensure_ascii=False, indent=2))
         return
     print(f"call {result.call_id} from {result.caller_masked}")
     print(f"  {result.describe()}")
@@ -110,12 +129,17 @@ def _print_call(result: CallResult, as_json: bool) -> None:
     else:
         fields = ("flow", "outcome", "handoff", "caller_masked")
         print("  gateway record: " + ", ".join(f"{k}={record.get(k, '')}" for k in fields))
+    if drafts is not None:
+        if not drafts:
+            print("  voice message: no draft yet (see the ASR worker's log)")
+        for draft in drafts:
+            print(f"  voice message -> {_describe_draft(draft)}")
 
 
 def _cmd_up(lab: Lab, args: argparse.Namespace) -> int:
     if args.fresh:
         lab.down()
-    lab.up(gateway=not args.no_gateway, bench=args.bench)
+    lab.up(gateway=not args.no_gateway, bench=args.bench, asr=not args.no_asr)
     s = lab.settings
     _say(
         f"lab up: AMI {s.ami_host}:{s.ami_port} gateway user {s.ami_user} "
@@ -146,6 +170,9 @@ def _cmd_status(lab: Lab, args: argparse.Namespace) -> int:
     else:
         print("asterisk not running")
     print(f"gateway  pid {gw['pid'] or '-'}, {gw['url']} {'ok' if gw['healthy'] else 'not answering'}")
+    asr = status["asr"]
+    print(f"asr      pid {asr['pid'] or '-'}, {asr['url']} {'ok' if asr['healthy'] else 'not answering'}, "
+          f"model {asr['model'] or '(none)'}")
     carrier, trunk = status["carrier"], status["trunk"]
     if carrier["running"]:
         print(f"carrier  pid {carrier['pid']}: lab carrier (second Asterisk) on {carrier['sip']}, "
@@ -160,7 +187,7 @@ def _cmd_status(lab: Lab, args: argparse.Namespace) -> int:
 
 def _cmd_call(lab: Lab, args: argparse.Namespace) -> int:
     result = lab.call(_request(lab, args))
-    _print_call(result, args.json)
+    _print_call(result, args.json, _voice_message_drafts(lab, result))
     return 0 if result.went_through else 1
 
 
@@ -186,7 +213,7 @@ def _cmd_outbound(lab: Lab, args: argparse.Namespace) -> int:
 
 
 def _cmd_demo(lab: Lab, args: argparse.Namespace) -> int:
-    lab.up(gateway=not args.no_gateway)
+    lab.up(gateway=not args.no_gateway, asr=not args.no_asr)
     if args.via == "trunk":
         trunk = lab.wait_trunk()
         if not args.json:
@@ -205,6 +232,7 @@ def build_parser() -> argparse.ArgumentParser:
     up = sub.add_parser("up", help="build/reuse the chroot, install config and prompts, start everything")
     up.add_argument("--no-gateway", action="store_true", help="do not start the gateway (calls go to the queue)")
     up.add_argument("--bench", action="store_true", help="start the gateway with its 'bench' AGI script")
+    up.add_argument("--no-asr", action="store_true", help="do not start the ASR worker (voice messages wait in Redis)")
     up.add_argument("--fresh", action="store_true", help="run `down` first (restart everything)")
     up.set_defaults(func=_cmd_up)
 
@@ -235,6 +263,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = sub.add_parser("demo", help="up + one call (by default over the carrier trunk)")
     demo.add_argument("--no-gateway", action="store_true")
+    demo.add_argument("--no-asr", action="store_true", help="do not start the ASR worker")
     _add_call_options(demo)
     demo.set_defaults(via="trunk")
     demo.set_defaults(func=_cmd_demo)

