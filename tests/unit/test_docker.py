@@ -44,8 +44,20 @@ def test_docker_compose_accepts_the_stack():
     assert {"asterisk", "redis", "gateway", "asr-worker", "prometheus", "grafana"} <= set(config["services"])
     asterisk = config["services"]["asterisk"]
     assert any(v.endswith(":/etc/hotline/asterisk_conf:ro") and "asterisk_conf" in v for v in asterisk["volumes"])
-    assert config["services"]["asr-worker"]["command"] == ["hotline-asr", "worker"]
-    assert config["services"]["asr-worker"]["image"] == config["services"]["gateway"]["image"]
+    workers = {name: service for name, service in config["services"].items() if name.startswith("asr-worker")}
+    assert len(workers) >= 2, "the stack shows how transcription scales out"
+    consumers, ports = set(), set()
+    for worker in workers.values():
+        assert worker["command"][:3] == ["hotline-asr", "worker", "--consumer"]
+        assert worker["image"] == config["services"]["gateway"]["image"]
+        assert "profiles" not in worker, "the ASR workers are part of the stack"
+        # recordings are read where Asterisk wrote them, read-only; the model has its own volume
+        assert "asterisk-spool:/var/spool/asterisk:ro" in worker["volumes"]
+        assert worker["environment"]["HOTLINE_ASR_MODEL_PATH"].startswith("/models/")
+        consumers.add(worker["command"][3])
+        ports.add(worker["environment"]["HOTLINE_ASR_METRICS_PORT"])
+    # host network: each worker needs its own consumer name (same hostname, pid 1) and port
+    assert len(consumers) == len(ports) == len(workers)
     assert any(v.endswith(":/etc/prometheus/rules:ro") for v in config["services"]["prometheus"]["volumes"])
 
 
@@ -219,6 +231,9 @@ def test_prometheus_scrapes_the_gateway_where_it_listens():
     assert targets == [f"{env['HOTLINE_HTTP_HOST']}:{env['HOTLINE_HTTP_PORT']}"]
     alerts = (RULES_DIR / "hotline-alerts.yml").read_text()
     assert 'job="hotline-gateway"' in alerts
+    asr_ports = {service["environment"]["HOTLINE_ASR_METRICS_PORT"] for name, service in compose["services"].items()
+                 if name.startswith("asr-worker")}
+    assert set(jobs["hotline-asr"]["static_configs"][0]["targets"]) == {f"127.0.0.1:{port}" for port in asr_ports}
 
 
 # -- Grafana ------------------------------------------------------------------------------------------
