@@ -59,6 +59,9 @@ def test_docker_compose_accepts_the_stack():
     # host network: each worker needs its own consumer name (same hostname, pid 1) and port
     assert len(consumers) == len(ports) == len(workers)
     assert any(v.endswith(":/etc/prometheus/rules:ro") for v in config["services"]["prometheus"]["volumes"])
+    # the dialer's write-ahead records and claims must survive a Redis crash
+    redis_command = config["services"]["redis"]["command"]
+    assert redis_command[redis_command.index("--appendfsync") + 1] == "always"
 
 
 def test_docker_compose_refuses_to_run_without_the_ami_secret():
