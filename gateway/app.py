@@ -26,7 +26,7 @@ from .agi.server import FastAgiFactory
 from .config import ConfigError, GatewayConfig, as_dict, load_config
 from .flows.library import FlowLibrary
 from .flows.loader import FlowError, load_flows
-from .http import build_site
+from .http import build_site, readiness_checks
 from .metrics import GatewayMetrics
 from .scripts.bench import bench_script
 from .monitor.service import Monitor, build_monitor, queue_log_reader
@@ -151,8 +151,7 @@ def build_gateway(reactor, config: GatewayConfig, enable_bench: bool = False) ->
     elif survey_backend is not None:
         log.warn("surveys.enabled but the dialer is off (dialer.enabled and AMI needed): no survey calls")
 
-    async def readiness() -> dict[str, bool]:
-        return {"redis": await store.ping(), "ami": bool(monitor is not None and monitor.client.logged_in)}
+    readiness = readiness_checks({"redis": store.ping, "ami": lambda: monitor is not None and monitor.client.logged_in})
 
     services = service.MultiService()
     agi_endpoint = endpoints.TCP4ServerEndpoint(reactor, config.agi.port, backlog=1024, interface=config.agi.host)
