@@ -58,7 +58,8 @@ class QueueMetrics:
         )
         self.untracked = Counter(
             "hotline_queue_calls_untracked",
-            "Queue calls that ended while AMI was away with no queue_log record of how (should stay 0)",
+            "Queue calls that ended unseen — while AMI was away with no queue_log record of how, or with their "
+            "end event dropped by Asterisk (should stay 0)",
             ["queue"], registry=registry,
         )
         self.wait = Histogram(

@@ -307,6 +307,8 @@ class HotlineState:
         self._members: dict[str, dict[str, _Member]] = {}
         self._channels: dict[str, _Channel] = {}
         self._recent_hangups: OrderedDict[str, int] = OrderedDict()
+        #: calls whose channel a periodic CoreShowChannels did not list → the mark of that list
+        self._missing: dict[str, int] = {}
         self._trunks: set[str] = set(trunks)
         self._capacity: dict[str, int] = dict(trunk_capacity or {})
         self._trunks.update(self._capacity)
@@ -684,6 +686,48 @@ class HotlineState:
         replay that could settle them failed and will be retried) they are
         left open. Returns how many were closed.
         """
+        self._apply_channels(channels, mark)
+        self._missing = {}
+        closed = 0
+        if not close_calls:
+            return closed
+        for call in list(self._calls.values()):
+            if call.uniqueid in self._channels or call.seq > mark:
+                continue
+            self._close_unseen(call, "ended while AMI was away")
+            closed += 1
+        return closed
+
+    def reconcile_channels(self, channels: Mapping[str, str], mark: int, now: float) -> int:
+        """A periodic CoreShowChannels on a live session: forget what lost events left open.
+
+        Asterisk drops events for a consumer slow to read (manager.conf
+        ``writetimeout``) without closing the session, so a lost Hangup would
+        keep a call open — never counted, not even as untracked — and its
+        channel on a trunk forever. Channels are corrected at once. A call is
+        closed only when its channel is missing from two lists in a row with
+        no event about it in between: a Hangup published just before a list
+        was taken may still be on its way behind the reply. Closed as after a
+        reconnect: abandoned on a pending abandon hint, otherwise untracked.
+        Returns how many calls were closed.
+        """
+        self._apply_channels(channels, mark)
+        missing: dict[str, int] = {}
+        closed = 0
+        for call in list(self._calls.values()):
+            if call.uniqueid in self._channels or call.seq > mark:
+                continue
+            first_missed = self._missing.get(call.uniqueid)
+            if first_missed is not None and call.seq <= first_missed:
+                self._close_unseen(call, "is gone but its end was never reported (events dropped?)")
+                closed += 1
+            else:
+                missing[call.uniqueid] = mark
+        self._missing = missing
+        return closed
+
+    def _apply_channels(self, channels: Mapping[str, str], mark: int) -> None:
+        """The channel list as Asterisk shows it; live changes after ``mark`` win."""
         self._tick(None)
         fresh: dict[str, _Channel] = {}
         for uniqueid, name in channels.items():
@@ -694,21 +738,16 @@ class HotlineState:
             if channel.seq > mark:
                 fresh[uniqueid] = channel
         self._channels = fresh
-        closed = 0
-        if not close_calls:
-            return closed
-        for call in list(self._calls.values()):
-            if call.uniqueid in fresh or call.seq > mark:
-                continue
-            if call.outcome is None:
-                if call.hint is not None:
-                    self._abandon(call, call.hint.at, call.hint.position, call.hint.original_position)
-                else:
-                    self.sink.untracked(call.queue)
-                    log.warn("queue call {uniqueid} ended while AMI was away; outcome unknown", uniqueid=call.uniqueid)
-            self._end(call)
-            closed += 1
-        return closed
+
+    def _close_unseen(self, call: _Call, why: str) -> None:
+        """End a call whose channel is gone without our seeing how: never guessed."""
+        if call.outcome is None:
+            if call.hint is not None:
+                self._abandon(call, call.hint.at, call.hint.position, call.hint.original_position)
+            else:
+                self.sink.untracked(call.queue)
+                log.warn("queue call {uniqueid} {why}; outcome unknown", uniqueid=call.uniqueid, why=why)
+        self._end(call)
 
     # -- views ----------------------------------------------------------------------------------
     def queue_views(self, now: float) -> dict[str, QueueView]:
@@ -744,6 +783,11 @@ class HotlineState:
                 capacity=self._capacity.get(trunk),
             )
         return views
+
+    @property
+    def open_calls(self) -> int:
+        """Calls the model has not closed yet (waiting, ringing or talking)."""
+        return len(self._calls)
 
     def waiting_calls(self) -> list[str]:
         """Uniqueids of the callers waiting right now (tests, debugging)."""

@@ -24,11 +24,15 @@ first connection nothing is replayed: a fresh process starts its counters at
 zero and Prometheus treats that as a reset, so replaying history would count
 those calls twice.
 
-While a session lives, ``QueueStatus`` is asked again every
-``refresh_interval`` seconds: Asterisk drops events for a consumer that is
-slow to read (manager.conf ``writetimeout``), and a lost QueueCallerLeave
-must not keep a "waiting" caller — and the longest-wait alert — forever. The
-refresh only corrects the waiting list and the members; it counts nothing.
+While a session lives, ``QueueStatus`` and ``CoreShowChannels`` are asked
+again every ``refresh_interval`` seconds: Asterisk drops events for a consumer
+that is slow to read (manager.conf ``writetimeout``) without closing the
+session. A lost QueueCallerLeave must not keep a "waiting" caller — and the
+longest-wait alert — forever: the waiting list and the members are corrected
+(nothing counted). A lost Hangup must not keep a call open forever either: a
+call whose channel is missing from two lists in a row, with no event about it
+in between, is closed — abandoned if Asterisk had reported it so, otherwise
+counted as untracked (see ``HotlineState.reconcile_channels``).
 """
 from __future__ import annotations
 
@@ -226,11 +230,16 @@ class Resync:
         )
 
     async def refresh(self, ami: ActionSender) -> None:
-        """QueueStatus again: waiting callers and members only (nothing is counted)."""
+        """QueueStatus and CoreShowChannels again: correct what lost events left behind."""
         mark = self.state.mark()
         queues = await self._list(ami, "QueueStatus")
         if queues is not None:
             self.state.refresh_queues(queue_snapshots(queues), mark, self.now())
+        channels = await self._list(ami, "CoreShowChannels")
+        if channels is not None:
+            closed = self.state.reconcile_channels(channel_snapshot(channels), mark, self.now())
+            if closed:
+                log.warn("refresh: closed {n} queue call(s) whose channel is gone unreported", n=closed)
         self._schedule_refresh(ami)
 
     async def _trunk_contacts(self, ami: ActionSender) -> None:
