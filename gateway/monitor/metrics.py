@@ -2,8 +2,9 @@
 
 Declared against an injected ``CollectorRegistry`` (like ``gateway.metrics``).
 Names are ``hotline_*`` in base units (seconds); counters are exposed with
-``_total``. Labels are ``queue``, ``trunk`` and ``outcome`` only — never a
-number, channel or position.
+``_total``. Labels are ``queue``, ``trunk``, ``outcome`` and ``cause`` (a
+fixed set, see ``model.HANGUP_CAUSES``) only — never a number, channel or
+position.
 
 * :class:`QueueMetrics` — the model's :class:`~gateway.monitor.model.OutcomeSink`:
   per-queue counters and wait/talk histograms, trunk call outcomes, and the
@@ -22,7 +23,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from .model import DIAL_OUTCOMES, HotlineState
+from .model import DIAL_OUTCOMES, HANGUP_CAUSE_LABELS, HotlineState
 
 __all__ = ["WAIT_BUCKETS", "AmiMetrics", "MonitorMetrics", "QueueMetrics", "StateCollector"]
 
@@ -87,6 +88,12 @@ class QueueMetrics:
             "hotline_trunk_outbound_calls", "Calls dialled out through a trunk, by Dial() outcome",
             ["trunk", "outcome"], registry=registry,
         )
+        self.trunk_failures = Counter(
+            "hotline_trunk_outbound_failures",
+            "Calls dialled out through a trunk and not answered (Dial() cancels by our side excluded), "
+            "by the Q.850 hangup cause of the trunk channel, grouped",
+            ["trunk", "cause"], registry=registry,
+        )
 
     # -- OutcomeSink ---------------------------------------------------------------
     def queue_seen(self, queue: str) -> None:
@@ -129,11 +136,16 @@ class QueueMetrics:
     def trunk_call(self, trunk: str, outcome: str) -> None:
         self.trunk_calls.labels(trunk=trunk, outcome=outcome).inc()
 
+    def trunk_failure(self, trunk: str, cause: str) -> None:
+        self.trunk_failures.labels(trunk=trunk, cause=cause).inc()
+
     def trunk_seen(self, trunk: str) -> None:
         """Create the trunk's outcome series at 0: ``increase()`` cannot see the increment
         that creates a series, so a first answered call would otherwise count as nothing."""
         for outcome in (*DIAL_OUTCOMES.values(), "other"):
             self.trunk_calls.labels(trunk=trunk, outcome=outcome)
+        for cause in HANGUP_CAUSE_LABELS:
+            self.trunk_failures.labels(trunk=trunk, cause=cause)
 
 
 class _Sink:
@@ -168,6 +180,9 @@ class _Sink:
 
     def trunk_call(self, trunk: str, outcome: str) -> None:
         self._m.trunk_call(trunk, outcome)
+
+    def trunk_failure(self, trunk: str, cause: str) -> None:
+        self._m.trunk_failure(trunk, cause)
 
     def trunk_seen(self, trunk: str) -> None:
         self._m.trunk_seen(trunk)

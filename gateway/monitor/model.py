@@ -47,6 +47,7 @@ __all__ = [
     "Registration",
     "TrunkView",
     "WaitingEntry",
+    "hangup_cause_label",
     "trunk_of_channel",
 ]
 
@@ -69,6 +70,26 @@ DIAL_OUTCOMES = {
     "CHANUNAVAIL": "chanunavail",
 }
 
+#: Dial() outcomes that are not a trunk failure: answered, or given up by our side.
+_NOT_FAILURES = {"ANSWER", "CANCEL"}
+
+#: Q.850 hangup causes (the Hangup event's ``Cause``) → the few labels kept; anything else is "other".
+HANGUP_CAUSES = {
+    16: "normal", 31: "normal",
+    17: "busy",
+    18: "no_answer", 19: "no_answer",
+    21: "rejected",
+    1: "unallocated_number", 22: "unallocated_number", 28: "unallocated_number",
+    27: "network_out_of_order", 38: "network_out_of_order", 41: "network_out_of_order",
+    34: "congestion", 42: "congestion", 44: "congestion", 47: "congestion",
+}
+HANGUP_CAUSE_LABELS = (*sorted(set(HANGUP_CAUSES.values())), "other")
+
+
+def hangup_cause_label(cause: int | None) -> str:
+    """A Q.850 cause code → its label (``other`` for an unknown, missing or 0 cause)."""
+    return HANGUP_CAUSES.get(cause, "other") if cause is not None else "other"
+
 
 class OutcomeSink(TypingProtocol):
     """Where counted outcomes go (implemented by ``metrics.QueueMetrics``)."""
@@ -90,6 +111,8 @@ class OutcomeSink(TypingProtocol):
     def completed(self, queue: str, talk_time: float) -> None: ...
 
     def trunk_call(self, trunk: str, outcome: str) -> None: ...
+
+    def trunk_failure(self, trunk: str, cause: str) -> None: ...
 
     def trunk_seen(self, trunk: str) -> None: ...
 
@@ -122,6 +145,9 @@ class NullSink:
         pass
 
     def trunk_call(self, trunk: str, outcome: str) -> None:
+        pass
+
+    def trunk_failure(self, trunk: str, cause: str) -> None:
         pass
 
     def trunk_seen(self, trunk: str) -> None:
@@ -265,6 +291,12 @@ class Registration:
     registered: bool
 
 
+def _bounded(mapping: OrderedDict, size: int) -> None:
+    """Forget the oldest entries beyond ``size``."""
+    while len(mapping) > size:
+        mapping.popitem(last=False)
+
+
 def trunk_of_channel(channel: str, trunks: Iterable[str]) -> str | None:
     """``PJSIP/carrier-0000002a`` → ``carrier`` when ``carrier`` is a trunk."""
     tech, sep, rest = channel.partition("/")
@@ -307,6 +339,10 @@ class HotlineState:
         self._members: dict[str, dict[str, _Member]] = {}
         self._channels: dict[str, _Channel] = {}
         self._recent_hangups: OrderedDict[str, int] = OrderedDict()
+        #: failed dials to a trunk waiting for their channel's Hangup (its cause): dest uniqueid → trunk
+        self._failed_dials: OrderedDict[str, str] = OrderedDict()
+        #: Q.850 causes of trunk channels hung up with no failed DialEnd seen (yet): uniqueid → cause
+        self._trunk_hangups: OrderedDict[str, int | None] = OrderedDict()
         #: calls whose channel a periodic CoreShowChannels did not list → the mark of that list
         self._missing: dict[str, int] = {}
         self._trunks: set[str] = set(trunks)
@@ -512,13 +548,22 @@ class HotlineState:
         if uniqueid:
             self._channels[uniqueid] = _Channel(channel, trunk_of_channel(channel, self._trunks), seq)
 
-    def channel_hungup(self, uniqueid: str, at: float) -> None:
-        """Hangup: the end of a channel — and of its queue call, if it had one."""
+    def channel_hungup(self, uniqueid: str, at: float, channel: str = "", cause: int | None = None) -> None:
+        """Hangup: the end of a channel — and of its queue call, if it had one.
+
+        ``cause`` (Q.850) of a trunk channel whose dial failed is counted by
+        :meth:`dial_end`'s failure (whichever of the two events comes first).
+        """
         seq = self._tick(at)
-        self._channels.pop(uniqueid, None)
+        known = self._channels.pop(uniqueid, None)
         self._recent_hangups[uniqueid] = seq
-        while len(self._recent_hangups) > 10_000:
-            self._recent_hangups.popitem(last=False)
+        _bounded(self._recent_hangups, 10_000)
+        trunk = self._failed_dials.pop(uniqueid, None)
+        if trunk is not None:
+            self.sink.trunk_failure(trunk, hangup_cause_label(cause))
+        elif uniqueid and (trunk_of_channel(channel, self._trunks) or (known is not None and known.trunk)):
+            self._trunk_hangups[uniqueid] = cause
+            _bounded(self._trunk_hangups, 1000)
         call = self._calls.get(uniqueid)
         if call is None:
             return
@@ -623,13 +668,27 @@ class HotlineState:
             contacts[uri] = previous if previous is not None and state == "updated" else _Contact(None, None)
         return trunk
 
-    def dial_end(self, dest_channel: str, dial_status: str, at: float | None = None) -> str | None:
-        """DialEnd towards a trunk: counts the outbound call's outcome."""
+    def dial_end(
+        self, dest_channel: str, dial_status: str, at: float | None = None, dest_uniqueid: str = ""
+    ) -> str | None:
+        """DialEnd towards a trunk: counts the outbound call's outcome.
+
+        A failure (not answered, not cancelled by our side) is also counted by
+        the hangup cause of the trunk channel (``dest_uniqueid``), read from
+        its Hangup event — usually the next event about it.
+        """
         self._tick(at)
         trunk = trunk_of_channel(dest_channel, self._trunks)
         if trunk is None or not dial_status:
             return None
-        self.sink.trunk_call(trunk, DIAL_OUTCOMES.get(dial_status.upper(), "other"))
+        status = dial_status.upper()
+        self.sink.trunk_call(trunk, DIAL_OUTCOMES.get(status, "other"))
+        if status not in _NOT_FAILURES and dest_uniqueid:
+            if dest_uniqueid in self._trunk_hangups:
+                self.sink.trunk_failure(trunk, hangup_cause_label(self._trunk_hangups.pop(dest_uniqueid)))
+            else:
+                self._failed_dials[dest_uniqueid] = trunk
+                _bounded(self._failed_dials, 1000)
         return trunk
 
     # -- resync snapshots --------------------------------------------------------------------
