@@ -29,6 +29,7 @@ from .flows.loader import FlowError, load_flows
 from .http import build_site, readiness_checks
 from .metrics import GatewayMetrics
 from .scripts.bench import bench_script
+from .monitor.checkpoint import RedisCheckpointStore
 from .monitor.service import Monitor, build_monitor, queue_log_reader
 from .storage.flow_store import RedisFlowServices
 from .storage.redis_store import RedisCallStore
@@ -135,6 +136,7 @@ def build_gateway(reactor, config: GatewayConfig, enable_bench: bool = False) ->
             endpoint=ami_endpoint,
             registry=registry,
             read_queue_log=queue_log_reader(config.monitor.queue_log, deferToThread),
+            checkpoints=RedisCheckpointStore(client, run_blocking, config.redis.key_prefix),
         )
     else:
         log.warn("No AMI secret (HOTLINE_AMI_SECRET[_FILE]): queue monitoring is off; FastAGI still serves calls")
@@ -176,7 +178,7 @@ def build_gateway(reactor, config: GatewayConfig, enable_bench: bool = False) ->
 
     _Pool().setServiceParent(services)
     if monitor is not None:
-        monitor.client.setServiceParent(services)
+        monitor.service.setServiceParent(services)
     if dialer_parts is not None:
         dialer_parts.service.setServiceParent(services)
     if survey_parts is not None:

@@ -2,9 +2,9 @@
 
 Declared against an injected ``CollectorRegistry`` (like ``gateway.metrics``).
 Names are ``hotline_*`` in base units (seconds); counters are exposed with
-``_total``. Labels are ``queue``, ``trunk``, ``outcome`` and ``cause`` (a
-fixed set, see ``model.HANGUP_CAUSES``) only — never a number, channel or
-position.
+``_total``. Labels are ``queue``, ``trunk``, ``outcome``, ``cause`` (a fixed
+set, see ``model.HANGUP_CAUSES``) and ``operation`` (load/save) only — never a
+number, channel or position.
 
 * :class:`QueueMetrics` — the model's :class:`~gateway.monitor.model.OutcomeSink`:
   per-queue counters and wait/talk histograms, trunk call outcomes, and the
@@ -13,7 +13,7 @@ position.
   rule has a series to add).
 * :class:`StateCollector` — live gauges read from the model at scrape time
   (callers waiting, longest wait, members, trunk state, channels).
-* :class:`AmiMetrics` — the AMI client's health (and the resync's).
+* :class:`AmiMetrics` — the AMI client's health (and the resync's and the checkpoint's).
 """
 from __future__ import annotations
 
@@ -269,10 +269,18 @@ class AmiMetrics:
             ["outcome"], registry=registry,
         )
         self.replayed_entries = Counter(
-            "hotline_queue_log_replayed_entries", "queue_log entries replayed after a reconnect", registry=registry
+            "hotline_queue_log_replayed_entries", "queue_log entries replayed after a reconnect or a restart",
+            registry=registry,
+        )
+        self.checkpoint_failures = Counter(
+            "hotline_monitor_checkpoint_failures",
+            "Reads (at start) and writes of the monitor's restart checkpoint in Redis that failed",
+            ["operation"], registry=registry,
         )
         for outcome in ("ok", "partial", "failed"):
             self.resyncs.labels(outcome=outcome)
+        for operation in ("load", "save"):
+            self.checkpoint_failures.labels(operation=operation)
 
     # -- AmiObserver -------------------------------------------------------------------
     def connected(self, up: bool) -> None:
@@ -300,6 +308,10 @@ class AmiMetrics:
 
     def replayed(self, entries: int) -> None:
         self.replayed_entries.inc(entries)
+
+    # -- CheckpointObserver ---------------------------------------------------------------------
+    def checkpoint_failed(self, operation: str) -> None:
+        self.checkpoint_failures.labels(operation=operation).inc()
 
 
 class MonitorMetrics:

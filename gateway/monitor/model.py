@@ -41,6 +41,7 @@ __all__ = [
     "HotlineState",
     "MemberSnapshot",
     "NullSink",
+    "OpenCall",
     "OutcomeSink",
     "QueueSnapshot",
     "QueueView",
@@ -169,6 +170,27 @@ class AbandonedCall:
     position: int
     original_position: int
     short: bool
+    #: the caller's number — personal data: never logged, never a metric label
+    caller: str = field(default="", repr=False)
+
+
+@dataclass(frozen=True)
+class OpenCall:
+    """A call not finished yet, as a checkpoint keeps it for the next process (see :meth:`HotlineState.restore`).
+
+    Everything already counted for it is implied: offered, and answered when
+    ``answered`` (talk time counted when ``completed``).
+    """
+
+    uniqueid: str
+    queue: str
+    joined_at: float
+    answered: bool = False
+    completed: bool = False
+    position: int = 0
+    original_position: int = 0
+    #: a QueueCallerAbandon seen and not yet settled: (at, position, original position)
+    abandon_hint: tuple[float, int, int] | None = None
     #: the caller's number — personal data: never logged, never a metric label
     caller: str = field(default="", repr=False)
 
@@ -335,7 +357,8 @@ class HotlineState:
         self._seq = 0
         self._queues: set[str] = set()
         self._calls: dict[str, _Call] = {}
-        self._finished: OrderedDict[str, str] = OrderedDict()
+        #: finished calls → when (the latest event time known when they ended; None: unknown)
+        self._finished: OrderedDict[str, float | None] = OrderedDict()
         self._members: dict[str, dict[str, _Member]] = {}
         self._channels: dict[str, _Channel] = {}
         self._recent_hangups: OrderedDict[str, int] = OrderedDict()
@@ -396,11 +419,11 @@ class HotlineState:
             call.caller = caller
         return call
 
-    def _end(self, call: _Call) -> None:
+    def _end(self, call: _Call, at: float | None = None) -> None:
         self._calls.pop(call.uniqueid, None)
-        self._finished[call.uniqueid] = call.outcome or "unknown"
-        while len(self._finished) > self.retention:
-            self._finished.popitem(last=False)
+        known = [t for t in (at, self.last_event_time) if t is not None]
+        self._finished[call.uniqueid] = max(known) if known else None
+        _bounded(self._finished, self.retention)
 
     def _answer(self, call: _Call, at: float, member: str) -> None:
         wait = max(0.0, at - call.joined_at)
@@ -753,7 +776,7 @@ class HotlineState:
         for call in list(self._calls.values()):
             if call.uniqueid in self._channels or call.seq > mark:
                 continue
-            self._close_unseen(call, "ended while AMI was away")
+            self._close_unseen(call, "ended while AMI was away", now)
             closed += 1
         return closed
 
@@ -778,7 +801,7 @@ class HotlineState:
                 continue
             first_missed = self._missing.get(call.uniqueid)
             if first_missed is not None and call.seq <= first_missed:
-                self._close_unseen(call, "is gone but its end was never reported (events dropped?)")
+                self._close_unseen(call, "is gone but its end was never reported (events dropped?)", now)
                 closed += 1
             else:
                 missing[call.uniqueid] = mark
@@ -798,7 +821,7 @@ class HotlineState:
                 fresh[uniqueid] = channel
         self._channels = fresh
 
-    def _close_unseen(self, call: _Call, why: str) -> None:
+    def _close_unseen(self, call: _Call, why: str, now: float) -> None:
         """End a call whose channel is gone without our seeing how: never guessed."""
         if call.outcome is None:
             if call.hint is not None:
@@ -806,7 +829,53 @@ class HotlineState:
             else:
                 self.sink.untracked(call.queue)
                 log.warn("queue call {uniqueid} {why}; outcome unknown", uniqueid=call.uniqueid, why=why)
-        self._end(call)
+        self._end(call, now)
+
+    # -- checkpoint (process restarts) -------------------------------------------------------------
+    def unfinished_calls(self) -> list[OpenCall]:
+        """The calls still open, as a checkpoint keeps them."""
+        return [
+            OpenCall(
+                c.uniqueid, c.queue, c.joined_at, c.outcome == "answered", c.completed, c.position,
+                c.original_position,
+                (c.hint.at, c.hint.position, c.hint.original_position) if c.hint is not None else None,
+                caller=c.caller,
+            )
+            for c in self._calls.values()
+        ]
+
+    def finished_since(self, at: float) -> list[str]:
+        """Uniqueids of the calls that ended at or after ``at`` (or at an unknown time)."""
+        return [uid for uid, ended in self._finished.items() if ended is None or ended >= at]
+
+    def restore(self, calls: Iterable[OpenCall], finished: Iterable[str], at: float | None = None) -> int:
+        """Adopt what a previous process counted (its checkpoint), counting nothing again.
+
+        ``calls`` were open (offered, maybe answered, by that process): their
+        outcome is still to be counted once — by the queue_log replay, a
+        snapshot or a live event. ``finished`` calls were counted: a replay
+        that sees them again is a no-op. Calls this process already knows win.
+        Returns how many calls were adopted.
+        """
+        self._tick(None)
+        for uniqueid in finished:
+            if uniqueid and uniqueid not in self._calls and uniqueid not in self._finished:
+                self._finished[uniqueid] = at
+        _bounded(self._finished, self.retention)
+        adopted = 0
+        for c in calls:
+            if not c.uniqueid or c.uniqueid in self._calls or c.uniqueid in self._finished:
+                continue
+            self._see_queue(c.queue)
+            call = _Call(c.uniqueid, c.queue, c.joined_at, caller=c.caller, position=c.position,
+                         original_position=c.original_position, completed=c.completed)
+            if c.answered:
+                call.outcome = "answered"
+            if c.abandon_hint is not None:
+                call.hint = _Hint(*c.abandon_hint)
+            self._calls[c.uniqueid] = call
+            adopted += 1
+        return adopted
 
     # -- views ----------------------------------------------------------------------------------
     def queue_views(self, now: float) -> dict[str, QueueView]:

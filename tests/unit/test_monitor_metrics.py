@@ -9,7 +9,7 @@ from gateway.config import ConfigError, load_config
 from gateway.monitor.metrics import MonitorMetrics
 from gateway.monitor.model import HotlineState, Registration
 
-ALLOWED_LABELS = {"queue", "trunk", "outcome", "cause", "le"}
+ALLOWED_LABELS = {"queue", "trunk", "outcome", "cause", "operation", "le"}
 
 
 def rig(now=1000.0):
