@@ -25,12 +25,15 @@ after the last event because TCP keeps the order), events the router handed
 to the model, and the longest single ``AmiProtocol.dataReceived`` call with
 its size (bench-only timing wrapper), the longest garbage-collector pause and
 how many full (generation 2) collections ran. Ratios are against the baseline
-phase of the same run. ``--gc-freeze`` is an experiment, not the gateway as
-shipped: ``gc.freeze()`` once logged in, so the start-up objects leave the
-collector's generations.
+phase of the same run.
+
+Like the gateway as shipped (``gateway/app.py`` ``_run``), the bench calls
+``gc.freeze()`` once the monitor is built and before its service starts, so
+the start-up objects leave the collector's generations. ``--no-gc-freeze``
+skips it, for comparison with a process that does not freeze.
 
     .venv/bin/python bench/ami_flood_bench.py
-    .venv/bin/python bench/ami_flood_bench.py --gc-freeze
+    .venv/bin/python bench/ami_flood_bench.py --no-gc-freeze
     .venv/bin/python bench/ami_flood_bench.py --events 50000 --baseline 3
 """
 from __future__ import annotations
@@ -232,6 +235,8 @@ async def bench(reactor, args, port: int) -> tuple[list[Phase], dict]:
     gc.callbacks.append(gcs)
     probe = LagProbe(reactor)
     phases: list[Phase] = []
+    if not args.no_gc_freeze:
+        gc.freeze()  # where gateway/app.py does it: everything built, before the services start
     try:
         monitor.client.startService()
         await wait_for(reactor, lambda: monitor.client.logged_in, 15, "the AMI login")
@@ -240,9 +245,6 @@ async def bench(reactor, args, port: int) -> tuple[list[Phase], dict]:
                                  for o in ("ok", "partial", "failed")) > 0, 15, "the resync",
         )
         resync_ok = registry.get_sample_value("hotline_ami_resyncs_total", {"outcome": "ok"}) == 1
-        if args.gc_freeze:
-            gc.collect()
-            gc.freeze()  # what a composition root could do once started (not done by the gateway today)
         probe.start()
         await task.deferLater(reactor, 1.0, lambda: None)  # settle
 
@@ -326,8 +328,8 @@ def main(argv=None) -> int:
     parser.add_argument("--paced-seconds", type=float, default=5.0)
     parser.add_argument("--limit", type=float, default=45.0, help="server-side time limit per flood (s)")
     parser.add_argument("--phases", type=lambda s: s.split(","), default=["flood-max", "flood-max-all", "flood-paced"])
-    parser.add_argument("--gc-freeze", action="store_true",
-                        help="gc.freeze() once logged in (an experiment: the gateway does not do this)")
+    parser.add_argument("--no-gc-freeze", action="store_true",
+                        help="skip the gc.freeze() the gateway does before its services start (for comparison)")
     parser.add_argument("--json", help="also write the raw results here")
     args = parser.parse_args(argv)
     started = time.perf_counter()
@@ -354,7 +356,7 @@ def main(argv=None) -> int:
           f"whole bench {time.perf_counter() - started:.0f} s")
     if args.json:
         Path(args.json).write_text(json.dumps({
-            "meta": meta, "gc_freeze": args.gc_freeze,
+            "meta": meta, "gc_freeze": not args.no_gc_freeze,
             "phases": [
                 {
                     "phase": p.name, **p.extra, "events": p.events, "events_per_s": p.rate, "handled": p.handled,

@@ -26,9 +26,10 @@ from .agi.server import FastAgiFactory
 from .config import ConfigError, GatewayConfig, as_dict, load_config
 from .flows.library import FlowLibrary
 from .flows.loader import FlowError, load_flows
-from .http import build_site
+from .http import build_site, readiness_checks
 from .metrics import GatewayMetrics
 from .scripts.bench import bench_script
+from .monitor.checkpoint import RedisCheckpointStore
 from .monitor.service import Monitor, build_monitor, queue_log_reader
 from .storage.flow_store import RedisFlowServices
 from .storage.redis_store import RedisCallStore
@@ -135,6 +136,7 @@ def build_gateway(reactor, config: GatewayConfig, enable_bench: bool = False) ->
             endpoint=ami_endpoint,
             registry=registry,
             read_queue_log=queue_log_reader(config.monitor.queue_log, deferToThread),
+            checkpoints=RedisCheckpointStore(client, run_blocking, config.redis.key_prefix),
         )
     else:
         log.warn("No AMI secret (HOTLINE_AMI_SECRET[_FILE]): queue monitoring is off; FastAGI still serves calls")
@@ -151,8 +153,7 @@ def build_gateway(reactor, config: GatewayConfig, enable_bench: bool = False) ->
     elif survey_backend is not None:
         log.warn("surveys.enabled but the dialer is off (dialer.enabled and AMI needed): no survey calls")
 
-    async def readiness() -> dict[str, bool]:
-        return {"redis": await store.ping(), "ami": bool(monitor is not None and monitor.client.logged_in)}
+    readiness = readiness_checks({"redis": store.ping, "ami": lambda: monitor is not None and monitor.client.logged_in})
 
     services = service.MultiService()
     agi_endpoint = endpoints.TCP4ServerEndpoint(reactor, config.agi.port, backlog=1024, interface=config.agi.host)
@@ -177,7 +178,7 @@ def build_gateway(reactor, config: GatewayConfig, enable_bench: bool = False) ->
 
     _Pool().setServiceParent(services)
     if monitor is not None:
-        monitor.client.setServiceParent(services)
+        monitor.service.setServiceParent(services)
     if dialer_parts is not None:
         dialer_parts.service.setServiceParent(services)
     if survey_parts is not None:

@@ -99,8 +99,11 @@ class MonitorConfig:
     queue_log: str = "/var/log/asterisk/queue_log"
     #: seconds replayed before the last event seen (queue_log has whole seconds)
     queue_log_margin: float = 2.0
-    #: QueueStatus every this many seconds to correct waiting callers and members (0: never)
+    #: QueueStatus and CoreShowChannels every this many seconds to correct what lost events left (0: never)
     refresh_interval: float = 60.0
+    #: the restart checkpoint (what was counted, open calls) is written to Redis this often, and at stop
+    #: (0: only at stop); a restarted gateway replays queue_log from it
+    checkpoint_interval: float = 10.0
     #: finished calls remembered so a replay or resync never counts them twice
     retention: int = 100_000
 
@@ -415,8 +418,11 @@ def _validate(config: GatewayConfig) -> None:
         raise ConfigError("ami.keepalive_timeout must be shorter than ami.keepalive_interval")
     if config.ami.reconnect_max < config.ami.reconnect_initial:
         raise ConfigError("ami.reconnect_max must not be below ami.reconnect_initial")
-    if min(config.monitor.short_abandon, config.monitor.queue_log_margin, config.monitor.refresh_interval) < 0:
-        raise ConfigError("monitor.short_abandon/queue_log_margin/refresh_interval must not be negative")
+    if min(config.monitor.short_abandon, config.monitor.queue_log_margin, config.monitor.refresh_interval,
+           config.monitor.checkpoint_interval) < 0:
+        raise ConfigError(
+            "monitor.short_abandon/queue_log_margin/refresh_interval/checkpoint_interval must not be negative"
+        )
     if config.monitor.retention < 1:
         raise ConfigError("monitor.retention must be positive")
     config.monitor.capacities()

@@ -122,10 +122,12 @@ class AmiEventAdapter:
         self.state.channel_created(m.get("Uniqueid"), m.get("Channel"), self._at(m))
 
     def hangup(self, m: AmiMessage) -> None:
-        self.state.channel_hungup(m.get("Uniqueid"), self._at(m))
+        cause = m.get("Cause").strip()
+        self.state.channel_hungup(m.get("Uniqueid"), self._at(m), m.get("Channel"),
+                                  int(cause) if cause.isdigit() else None)
 
     def dial_end(self, m: AmiMessage) -> None:
-        self.state.dial_end(m.get("DestChannel"), m.get("DialStatus"), self._at(m))
+        self.state.dial_end(m.get("DestChannel"), m.get("DialStatus"), self._at(m), m.get("DestUniqueid"))
 
     def registry(self, m: AmiMessage) -> None:
         if m.get("ChannelType").upper() in ("PJSIP", ""):

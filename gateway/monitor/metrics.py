@@ -2,7 +2,8 @@
 
 Declared against an injected ``CollectorRegistry`` (like ``gateway.metrics``).
 Names are ``hotline_*`` in base units (seconds); counters are exposed with
-``_total``. Labels are ``queue``, ``trunk`` and ``outcome`` only — never a
+``_total``. Labels are ``queue``, ``trunk``, ``outcome``, ``cause`` (a fixed
+set, see ``model.HANGUP_CAUSES``) and ``operation`` (load/save) only — never a
 number, channel or position.
 
 * :class:`QueueMetrics` — the model's :class:`~gateway.monitor.model.OutcomeSink`:
@@ -12,7 +13,7 @@ number, channel or position.
   rule has a series to add).
 * :class:`StateCollector` — live gauges read from the model at scrape time
   (callers waiting, longest wait, members, trunk state, channels).
-* :class:`AmiMetrics` — the AMI client's health (and the resync's).
+* :class:`AmiMetrics` — the AMI client's health (and the resync's and the checkpoint's).
 """
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from .model import DIAL_OUTCOMES, HotlineState
+from .model import DIAL_OUTCOMES, HANGUP_CAUSE_LABELS, HotlineState
 
 __all__ = ["WAIT_BUCKETS", "AmiMetrics", "MonitorMetrics", "QueueMetrics", "StateCollector"]
 
@@ -58,7 +59,8 @@ class QueueMetrics:
         )
         self.untracked = Counter(
             "hotline_queue_calls_untracked",
-            "Queue calls that ended while AMI was away with no queue_log record of how (should stay 0)",
+            "Queue calls that ended unseen — while AMI was away with no queue_log record of how, or with their "
+            "end event dropped by Asterisk (should stay 0)",
             ["queue"], registry=registry,
         )
         self.wait = Histogram(
@@ -85,6 +87,12 @@ class QueueMetrics:
         self.trunk_calls = Counter(
             "hotline_trunk_outbound_calls", "Calls dialled out through a trunk, by Dial() outcome",
             ["trunk", "outcome"], registry=registry,
+        )
+        self.trunk_failures = Counter(
+            "hotline_trunk_outbound_failures",
+            "Calls dialled out through a trunk and not answered (Dial() cancels by our side excluded), "
+            "by the Q.850 hangup cause of the trunk channel, grouped",
+            ["trunk", "cause"], registry=registry,
         )
 
     # -- OutcomeSink ---------------------------------------------------------------
@@ -128,11 +136,16 @@ class QueueMetrics:
     def trunk_call(self, trunk: str, outcome: str) -> None:
         self.trunk_calls.labels(trunk=trunk, outcome=outcome).inc()
 
+    def trunk_failure(self, trunk: str, cause: str) -> None:
+        self.trunk_failures.labels(trunk=trunk, cause=cause).inc()
+
     def trunk_seen(self, trunk: str) -> None:
         """Create the trunk's outcome series at 0: ``increase()`` cannot see the increment
         that creates a series, so a first answered call would otherwise count as nothing."""
         for outcome in (*DIAL_OUTCOMES.values(), "other"):
             self.trunk_calls.labels(trunk=trunk, outcome=outcome)
+        for cause in HANGUP_CAUSE_LABELS:
+            self.trunk_failures.labels(trunk=trunk, cause=cause)
 
 
 class _Sink:
@@ -167,6 +180,9 @@ class _Sink:
 
     def trunk_call(self, trunk: str, outcome: str) -> None:
         self._m.trunk_call(trunk, outcome)
+
+    def trunk_failure(self, trunk: str, cause: str) -> None:
+        self._m.trunk_failure(trunk, cause)
 
     def trunk_seen(self, trunk: str) -> None:
         self._m.trunk_seen(trunk)
@@ -253,10 +269,18 @@ class AmiMetrics:
             ["outcome"], registry=registry,
         )
         self.replayed_entries = Counter(
-            "hotline_queue_log_replayed_entries", "queue_log entries replayed after a reconnect", registry=registry
+            "hotline_queue_log_replayed_entries", "queue_log entries replayed after a reconnect or a restart",
+            registry=registry,
+        )
+        self.checkpoint_failures = Counter(
+            "hotline_monitor_checkpoint_failures",
+            "Reads (at start) and writes of the monitor's restart checkpoint in Redis that failed",
+            ["operation"], registry=registry,
         )
         for outcome in ("ok", "partial", "failed"):
             self.resyncs.labels(outcome=outcome)
+        for operation in ("load", "save"):
+            self.checkpoint_failures.labels(operation=operation)
 
     # -- AmiObserver -------------------------------------------------------------------
     def connected(self, up: bool) -> None:
@@ -284,6 +308,10 @@ class AmiMetrics:
 
     def replayed(self, entries: int) -> None:
         self.replayed_entries.inc(entries)
+
+    # -- CheckpointObserver ---------------------------------------------------------------------
+    def checkpoint_failed(self, operation: str) -> None:
+        self.checkpoint_failures.labels(operation=operation).inc()
 
 
 class MonitorMetrics:

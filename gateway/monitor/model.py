@@ -41,12 +41,14 @@ __all__ = [
     "HotlineState",
     "MemberSnapshot",
     "NullSink",
+    "OpenCall",
     "OutcomeSink",
     "QueueSnapshot",
     "QueueView",
     "Registration",
     "TrunkView",
     "WaitingEntry",
+    "hangup_cause_label",
     "trunk_of_channel",
 ]
 
@@ -69,6 +71,26 @@ DIAL_OUTCOMES = {
     "CHANUNAVAIL": "chanunavail",
 }
 
+#: Dial() outcomes that are not a trunk failure: answered, or given up by our side.
+_NOT_FAILURES = {"ANSWER", "CANCEL"}
+
+#: Q.850 hangup causes (the Hangup event's ``Cause``) → the few labels kept; anything else is "other".
+HANGUP_CAUSES = {
+    16: "normal", 31: "normal",
+    17: "busy",
+    18: "no_answer", 19: "no_answer",
+    21: "rejected",
+    1: "unallocated_number", 22: "unallocated_number", 28: "unallocated_number",
+    27: "network_out_of_order", 38: "network_out_of_order", 41: "network_out_of_order",
+    34: "congestion", 42: "congestion", 44: "congestion", 47: "congestion",
+}
+HANGUP_CAUSE_LABELS = (*sorted(set(HANGUP_CAUSES.values())), "other")
+
+
+def hangup_cause_label(cause: int | None) -> str:
+    """A Q.850 cause code → its label (``other`` for an unknown, missing or 0 cause)."""
+    return HANGUP_CAUSES.get(cause, "other") if cause is not None else "other"
+
 
 class OutcomeSink(TypingProtocol):
     """Where counted outcomes go (implemented by ``metrics.QueueMetrics``)."""
@@ -90,6 +112,8 @@ class OutcomeSink(TypingProtocol):
     def completed(self, queue: str, talk_time: float) -> None: ...
 
     def trunk_call(self, trunk: str, outcome: str) -> None: ...
+
+    def trunk_failure(self, trunk: str, cause: str) -> None: ...
 
     def trunk_seen(self, trunk: str) -> None: ...
 
@@ -124,6 +148,9 @@ class NullSink:
     def trunk_call(self, trunk: str, outcome: str) -> None:
         pass
 
+    def trunk_failure(self, trunk: str, cause: str) -> None:
+        pass
+
     def trunk_seen(self, trunk: str) -> None:
         pass
 
@@ -143,6 +170,27 @@ class AbandonedCall:
     position: int
     original_position: int
     short: bool
+    #: the caller's number — personal data: never logged, never a metric label
+    caller: str = field(default="", repr=False)
+
+
+@dataclass(frozen=True)
+class OpenCall:
+    """A call not finished yet, as a checkpoint keeps it for the next process (see :meth:`HotlineState.restore`).
+
+    Everything already counted for it is implied: offered, and answered when
+    ``answered`` (talk time counted when ``completed``).
+    """
+
+    uniqueid: str
+    queue: str
+    joined_at: float
+    answered: bool = False
+    completed: bool = False
+    position: int = 0
+    original_position: int = 0
+    #: a QueueCallerAbandon seen and not yet settled: (at, position, original position)
+    abandon_hint: tuple[float, int, int] | None = None
     #: the caller's number — personal data: never logged, never a metric label
     caller: str = field(default="", repr=False)
 
@@ -265,6 +313,12 @@ class Registration:
     registered: bool
 
 
+def _bounded(mapping: OrderedDict, size: int) -> None:
+    """Forget the oldest entries beyond ``size``."""
+    while len(mapping) > size:
+        mapping.popitem(last=False)
+
+
 def trunk_of_channel(channel: str, trunks: Iterable[str]) -> str | None:
     """``PJSIP/carrier-0000002a`` → ``carrier`` when ``carrier`` is a trunk."""
     tech, sep, rest = channel.partition("/")
@@ -303,10 +357,17 @@ class HotlineState:
         self._seq = 0
         self._queues: set[str] = set()
         self._calls: dict[str, _Call] = {}
-        self._finished: OrderedDict[str, str] = OrderedDict()
+        #: finished calls → when (the latest event time known when they ended; None: unknown)
+        self._finished: OrderedDict[str, float | None] = OrderedDict()
         self._members: dict[str, dict[str, _Member]] = {}
         self._channels: dict[str, _Channel] = {}
         self._recent_hangups: OrderedDict[str, int] = OrderedDict()
+        #: failed dials to a trunk waiting for their channel's Hangup (its cause): dest uniqueid → trunk
+        self._failed_dials: OrderedDict[str, str] = OrderedDict()
+        #: Q.850 causes of trunk channels hung up with no failed DialEnd seen (yet): uniqueid → cause
+        self._trunk_hangups: OrderedDict[str, int | None] = OrderedDict()
+        #: calls whose channel a periodic CoreShowChannels did not list → the mark of that list
+        self._missing: dict[str, int] = {}
         self._trunks: set[str] = set(trunks)
         self._capacity: dict[str, int] = dict(trunk_capacity or {})
         self._trunks.update(self._capacity)
@@ -358,11 +419,11 @@ class HotlineState:
             call.caller = caller
         return call
 
-    def _end(self, call: _Call) -> None:
+    def _end(self, call: _Call, at: float | None = None) -> None:
         self._calls.pop(call.uniqueid, None)
-        self._finished[call.uniqueid] = call.outcome or "unknown"
-        while len(self._finished) > self.retention:
-            self._finished.popitem(last=False)
+        known = [t for t in (at, self.last_event_time) if t is not None]
+        self._finished[call.uniqueid] = max(known) if known else None
+        _bounded(self._finished, self.retention)
 
     def _answer(self, call: _Call, at: float, member: str) -> None:
         wait = max(0.0, at - call.joined_at)
@@ -510,13 +571,22 @@ class HotlineState:
         if uniqueid:
             self._channels[uniqueid] = _Channel(channel, trunk_of_channel(channel, self._trunks), seq)
 
-    def channel_hungup(self, uniqueid: str, at: float) -> None:
-        """Hangup: the end of a channel — and of its queue call, if it had one."""
+    def channel_hungup(self, uniqueid: str, at: float, channel: str = "", cause: int | None = None) -> None:
+        """Hangup: the end of a channel — and of its queue call, if it had one.
+
+        ``cause`` (Q.850) of a trunk channel whose dial failed is counted by
+        :meth:`dial_end`'s failure (whichever of the two events comes first).
+        """
         seq = self._tick(at)
-        self._channels.pop(uniqueid, None)
+        known = self._channels.pop(uniqueid, None)
         self._recent_hangups[uniqueid] = seq
-        while len(self._recent_hangups) > 10_000:
-            self._recent_hangups.popitem(last=False)
+        _bounded(self._recent_hangups, 10_000)
+        trunk = self._failed_dials.pop(uniqueid, None)
+        if trunk is not None:
+            self.sink.trunk_failure(trunk, hangup_cause_label(cause))
+        elif uniqueid and (trunk_of_channel(channel, self._trunks) or (known is not None and known.trunk)):
+            self._trunk_hangups[uniqueid] = cause
+            _bounded(self._trunk_hangups, 1000)
         call = self._calls.get(uniqueid)
         if call is None:
             return
@@ -621,13 +691,27 @@ class HotlineState:
             contacts[uri] = previous if previous is not None and state == "updated" else _Contact(None, None)
         return trunk
 
-    def dial_end(self, dest_channel: str, dial_status: str, at: float | None = None) -> str | None:
-        """DialEnd towards a trunk: counts the outbound call's outcome."""
+    def dial_end(
+        self, dest_channel: str, dial_status: str, at: float | None = None, dest_uniqueid: str = ""
+    ) -> str | None:
+        """DialEnd towards a trunk: counts the outbound call's outcome.
+
+        A failure (not answered, not cancelled by our side) is also counted by
+        the hangup cause of the trunk channel (``dest_uniqueid``), read from
+        its Hangup event — usually the next event about it.
+        """
         self._tick(at)
         trunk = trunk_of_channel(dest_channel, self._trunks)
         if trunk is None or not dial_status:
             return None
-        self.sink.trunk_call(trunk, DIAL_OUTCOMES.get(dial_status.upper(), "other"))
+        status = dial_status.upper()
+        self.sink.trunk_call(trunk, DIAL_OUTCOMES.get(status, "other"))
+        if status not in _NOT_FAILURES and dest_uniqueid:
+            if dest_uniqueid in self._trunk_hangups:
+                self.sink.trunk_failure(trunk, hangup_cause_label(self._trunk_hangups.pop(dest_uniqueid)))
+            else:
+                self._failed_dials[dest_uniqueid] = trunk
+                _bounded(self._failed_dials, 1000)
         return trunk
 
     # -- resync snapshots --------------------------------------------------------------------
@@ -684,6 +768,48 @@ class HotlineState:
         replay that could settle them failed and will be retried) they are
         left open. Returns how many were closed.
         """
+        self._apply_channels(channels, mark)
+        self._missing = {}
+        closed = 0
+        if not close_calls:
+            return closed
+        for call in list(self._calls.values()):
+            if call.uniqueid in self._channels or call.seq > mark:
+                continue
+            self._close_unseen(call, "ended while AMI was away", now)
+            closed += 1
+        return closed
+
+    def reconcile_channels(self, channels: Mapping[str, str], mark: int, now: float) -> int:
+        """A periodic CoreShowChannels on a live session: forget what lost events left open.
+
+        Asterisk drops events for a consumer slow to read (manager.conf
+        ``writetimeout``) without closing the session, so a lost Hangup would
+        keep a call open — never counted, not even as untracked — and its
+        channel on a trunk forever. Channels are corrected at once. A call is
+        closed only when its channel is missing from two lists in a row with
+        no event about it in between: a Hangup published just before a list
+        was taken may still be on its way behind the reply. Closed as after a
+        reconnect: abandoned on a pending abandon hint, otherwise untracked.
+        Returns how many calls were closed.
+        """
+        self._apply_channels(channels, mark)
+        missing: dict[str, int] = {}
+        closed = 0
+        for call in list(self._calls.values()):
+            if call.uniqueid in self._channels or call.seq > mark:
+                continue
+            first_missed = self._missing.get(call.uniqueid)
+            if first_missed is not None and call.seq <= first_missed:
+                self._close_unseen(call, "is gone but its end was never reported (events dropped?)", now)
+                closed += 1
+            else:
+                missing[call.uniqueid] = mark
+        self._missing = missing
+        return closed
+
+    def _apply_channels(self, channels: Mapping[str, str], mark: int) -> None:
+        """The channel list as Asterisk shows it; live changes after ``mark`` win."""
         self._tick(None)
         fresh: dict[str, _Channel] = {}
         for uniqueid, name in channels.items():
@@ -694,21 +820,62 @@ class HotlineState:
             if channel.seq > mark:
                 fresh[uniqueid] = channel
         self._channels = fresh
-        closed = 0
-        if not close_calls:
-            return closed
-        for call in list(self._calls.values()):
-            if call.uniqueid in fresh or call.seq > mark:
+
+    def _close_unseen(self, call: _Call, why: str, now: float) -> None:
+        """End a call whose channel is gone without our seeing how: never guessed."""
+        if call.outcome is None:
+            if call.hint is not None:
+                self._abandon(call, call.hint.at, call.hint.position, call.hint.original_position)
+            else:
+                self.sink.untracked(call.queue)
+                log.warn("queue call {uniqueid} {why}; outcome unknown", uniqueid=call.uniqueid, why=why)
+        self._end(call, now)
+
+    # -- checkpoint (process restarts) -------------------------------------------------------------
+    def unfinished_calls(self) -> list[OpenCall]:
+        """The calls still open, as a checkpoint keeps them."""
+        return [
+            OpenCall(
+                c.uniqueid, c.queue, c.joined_at, c.outcome == "answered", c.completed, c.position,
+                c.original_position,
+                (c.hint.at, c.hint.position, c.hint.original_position) if c.hint is not None else None,
+                caller=c.caller,
+            )
+            for c in self._calls.values()
+        ]
+
+    def finished_since(self, at: float) -> list[str]:
+        """Uniqueids of the calls that ended at or after ``at`` (or at an unknown time)."""
+        return [uid for uid, ended in self._finished.items() if ended is None or ended >= at]
+
+    def restore(self, calls: Iterable[OpenCall], finished: Iterable[str], at: float | None = None) -> int:
+        """Adopt what a previous process counted (its checkpoint), counting nothing again.
+
+        ``calls`` were open (offered, maybe answered, by that process): their
+        outcome is still to be counted once — by the queue_log replay, a
+        snapshot or a live event. ``finished`` calls were counted: a replay
+        that sees them again is a no-op. Calls this process already knows win.
+        Returns how many calls were adopted.
+        """
+        self._tick(None)
+        for uniqueid in finished:
+            if uniqueid and uniqueid not in self._calls and uniqueid not in self._finished:
+                self._finished[uniqueid] = at
+        _bounded(self._finished, self.retention)
+        adopted = 0
+        for c in calls:
+            if not c.uniqueid or c.uniqueid in self._calls or c.uniqueid in self._finished:
                 continue
-            if call.outcome is None:
-                if call.hint is not None:
-                    self._abandon(call, call.hint.at, call.hint.position, call.hint.original_position)
-                else:
-                    self.sink.untracked(call.queue)
-                    log.warn("queue call {uniqueid} ended while AMI was away; outcome unknown", uniqueid=call.uniqueid)
-            self._end(call)
-            closed += 1
-        return closed
+            self._see_queue(c.queue)
+            call = _Call(c.uniqueid, c.queue, c.joined_at, caller=c.caller, position=c.position,
+                         original_position=c.original_position, completed=c.completed)
+            if c.answered:
+                call.outcome = "answered"
+            if c.abandon_hint is not None:
+                call.hint = _Hint(*c.abandon_hint)
+            self._calls[c.uniqueid] = call
+            adopted += 1
+        return adopted
 
     # -- views ----------------------------------------------------------------------------------
     def queue_views(self, now: float) -> dict[str, QueueView]:
@@ -744,6 +911,11 @@ class HotlineState:
                 capacity=self._capacity.get(trunk),
             )
         return views
+
+    @property
+    def open_calls(self) -> int:
+        """Calls the model has not closed yet (waiting, ringing or talking)."""
+        return len(self._calls)
 
     def waiting_calls(self) -> list[str]:
         """Uniqueids of the callers waiting right now (tests, debugging)."""

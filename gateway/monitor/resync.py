@@ -19,16 +19,27 @@ Order matters, so that nothing is missed and nothing is counted twice:
    otherwise "untracked", never guessed) — unless the replay failed: then the
    calls stay open for the next resync's replay.
 
-Each step that fails is logged and skipped; the others still run. On the very
-first connection nothing is replayed: a fresh process starts its counters at
-zero and Prometheus treats that as a reset, so replaying history would count
-those calls twice.
+Each step that fails is logged and skipped; the others still run.
 
-While a session lives, ``QueueStatus`` is asked again every
-``refresh_interval`` seconds: Asterisk drops events for a consumer that is
-slow to read (manager.conf ``writetimeout``), and a lost QueueCallerLeave
-must not keep a "waiting" caller — and the longest-wait alert — forever. The
-refresh only corrects the waiting list and the members; it counts nothing.
+A fresh process starts its counters at zero and Prometheus treats that as a
+reset, so replaying history the previous process had counted would count those
+calls twice. Before the first resync of a process, the previous process's
+checkpoint (:mod:`.checkpoint`, ``restore``) is read: the calls it left open are
+adopted without being counted again, the calls it had just finished are
+remembered, and step 5 replays queue_log from its position — so the calls
+that ended while no gateway was running are counted, once. With no checkpoint
+(first start ever, or Redis unreadable) nothing is replayed on the first
+connection.
+
+While a session lives, ``QueueStatus`` and ``CoreShowChannels`` are asked
+again every ``refresh_interval`` seconds: Asterisk drops events for a consumer
+that is slow to read (manager.conf ``writetimeout``) without closing the
+session. A lost QueueCallerLeave must not keep a "waiting" caller — and the
+longest-wait alert — forever: the waiting list and the members are corrected
+(nothing counted). A lost Hangup must not keep a call open forever either: a
+call whose channel is missing from two lists in a row, with no event about it
+in between, is closed — abandoned if Asterisk had reported it so, otherwise
+counted as untracked (see ``HotlineState.reconcile_channels``).
 """
 from __future__ import annotations
 
@@ -41,6 +52,7 @@ from twisted.logger import Logger
 
 from ..ami.client import ActionSender
 from ..ami.codec import AmiMessage
+from .checkpoint import Checkpoint
 from .model import HotlineState, MemberSnapshot, QueueSnapshot, Registration, WaitingEntry
 from .queue_log import parse_lines, replay
 
@@ -49,6 +61,8 @@ __all__ = ["Resync", "channel_snapshot", "queue_snapshots", "registrations"]
 log = Logger()
 
 ReadQueueLog = Callable[[float], Awaitable[list[str]]]
+#: reads the previous process's checkpoint (None: none); must not fail
+Restore = Callable[[], Awaitable[Checkpoint | None]]
 
 
 class ResyncObserver(TypingProtocol):
@@ -130,8 +144,10 @@ class Resync:
         observer: ResyncObserver | None = None,
         clock: IReactorTime | None = None,
         refresh_interval: float = 0.0,
+        restore: Restore | None = None,
     ) -> None:
         self.state = state
+        self._restore = restore
         self.now = now
         self.read_queue_log = read_queue_log
         self.margin = margin
@@ -142,10 +158,21 @@ class Resync:
         #: replay from here at the next resync (None: nothing missed yet)
         self.replay_since: float | None = None
         self._session_started: float | None = None
+        #: a session is up and its events are being counted
+        self._live = False
+
+    def replay_position(self) -> float | None:
+        """Where a process started after this one should replay queue_log from (for the checkpoint)."""
+        if self.replay_since is not None:
+            return self.replay_since
+        if self._live:
+            return self.now()
+        return self.state.last_event_time
 
     def connection_lost(self) -> None:
         """Remember where the live stream stopped (the earliest, if several losses)."""
         self._cancel_refresh()
+        self._live = False
         last = self.state.last_event_time
         if last is None:
             last = self._session_started if self._session_started is not None else self.now()
@@ -157,7 +184,11 @@ class Resync:
 
     async def run(self, ami: ActionSender) -> str:
         """One resync; returns ``ok``, ``partial`` or ``failed`` (also reported to the observer)."""
+        if self._restore is not None:
+            restore, self._restore = self._restore, None
+            await self._adopt(restore)
         self._session_started = self.now()
+        self._live = True
         mark = self.state.mark()
         failures = 0
 
@@ -208,6 +239,17 @@ class Resync:
         self._schedule_refresh(ami)
         return outcome
 
+    async def _adopt(self, restore: Restore) -> None:
+        """The previous process's checkpoint: its open calls, its last finished ones, its position."""
+        checkpoint = await restore()
+        if checkpoint is None:
+            return
+        adopted = self.state.restore(checkpoint.calls, checkpoint.finished, checkpoint.position)
+        if self.replay_since is None or checkpoint.position < self.replay_since:
+            self.replay_since = checkpoint.position
+        log.info("resync: adopted {n} open call(s) from the previous process; replaying from {since}",
+                 n=adopted, since=checkpoint.position)
+
     # -- periodic queue refresh ------------------------------------------------------------
     def _schedule_refresh(self, ami: ActionSender) -> None:
         self._cancel_refresh()
@@ -226,11 +268,16 @@ class Resync:
         )
 
     async def refresh(self, ami: ActionSender) -> None:
-        """QueueStatus again: waiting callers and members only (nothing is counted)."""
+        """QueueStatus and CoreShowChannels again: correct what lost events left behind."""
         mark = self.state.mark()
         queues = await self._list(ami, "QueueStatus")
         if queues is not None:
             self.state.refresh_queues(queue_snapshots(queues), mark, self.now())
+        channels = await self._list(ami, "CoreShowChannels")
+        if channels is not None:
+            closed = self.state.reconcile_channels(channel_snapshot(channels), mark, self.now())
+            if closed:
+                log.warn("refresh: closed {n} queue call(s) whose channel is gone unreported", n=closed)
         self._schedule_refresh(ami)
 
     async def _trunk_contacts(self, ami: ActionSender) -> None:

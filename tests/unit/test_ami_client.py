@@ -10,13 +10,15 @@ from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry
 from twisted.internet import task
 from twisted.internet.testing import StringTransport
+from twisted.python.failure import Failure
 
 from gateway.ami.client import AmiClient, AmiNotConnected
-from gateway.ami.protocol import AmiActionTimeout, AmiConnectionLost, AmiProtocol
+from gateway.ami.codec import AmiMessage
+from gateway.ami.protocol import AmiActionError, AmiActionTimeout, AmiConnectionLost, AmiProtocol
 from gateway.ami.router import EventRouter
 from gateway.monitor.metrics import AmiMetrics
 
-from .ami_fakes import BANNER, CHALLENGE, FakeEndpoint, event
+from .ami_fakes import BANNER, CHALLENGE, FakeEndpoint, event, message
 
 
 def make_client(**kwargs):
@@ -190,6 +192,41 @@ def test_action_that_gets_no_answer_times_out():
     assert client.logged_in, "one slow action does not cost the connection"
 
 
+def test_replies_are_paired_by_action_id_not_by_order():
+    """Asterisk may answer out of order: each Deferred gets the reply carrying its own ActionID."""
+    client, _clock, endpoint, _registry, _ = started()
+    endpoint.peer.hold.add("Getvar")
+    first = client.send_action("Getvar", {"Variable": "PJSIP_ENDPOINT(carrier,aors)"})
+    second = client.send_action("Getvar", {"Variable": "PJSIP_ENDPOINT(backup,aors)"})
+    endpoint.peer.pump()
+    held = {a.get("Variable"): a.action_id for a in endpoint.peer.held}
+    assert len(set(held.values())) == 2
+    endpoint.peer.send(message(Response="Success", ActionID=held["PJSIP_ENDPOINT(backup,aors)"], Value="backup"))
+    assert not first.called, "a reply to the second action must not complete the first"
+    assert second.result.get("Value") == "backup"
+    endpoint.peer.send(message(Response="Success", ActionID=held["PJSIP_ENDPOINT(carrier,aors)"], Value="carrier"))
+    assert first.result.get("Value") == "carrier"
+
+
+def test_unrelated_event_inside_an_event_list_is_routed_not_collected():
+    """A live event (no ActionID) arriving between a list's items goes to the router only."""
+    client, _clock, endpoint, _registry, seen = started()
+    endpoint.peer.hold.add("CoreShowChannels")
+    d = client.send_action("CoreShowChannels", event_list=True)
+    (action,) = [a for a in endpoint.peer.pump() if a.get("Action") == "CoreShowChannels"]
+    action_id = action.action_id
+    endpoint.peer.send(message(Response="Success", ActionID=action_id, EventList="start"))
+    endpoint.peer.send(event("CoreShowChannel", ActionID=action_id, Channel="PJSIP/carrier-1", Uniqueid="1.1"))
+    endpoint.peer.send(event("Hangup", Channel="PJSIP/carrier-9", Uniqueid="9.9", Cause="16"))
+    endpoint.peer.send(event("CoreShowChannel", ActionID=action_id, Channel="PJSIP/carrier-2", Uniqueid="1.2"))
+    assert not d.called
+    endpoint.peer.send(event("CoreShowChannelsComplete", ActionID=action_id, EventList="Complete", ListItems=2))
+    assert [(m.name, m.get("Uniqueid")) for m in d.result] == [
+        ("Success", ""), ("CoreShowChannel", "1.1"), ("CoreShowChannel", "1.2"), ("CoreShowChannelsComplete", ""),
+    ]
+    assert [m.get("Uniqueid") for m in seen] == ["9.9"]
+
+
 def test_event_list_action_collects_until_complete():
     client, _clock, endpoint, _registry, _ = started()
     endpoint.peer.lists["CoreShowChannels"] = [
@@ -268,18 +305,32 @@ def test_keepalive_timeout_must_be_shorter_than_the_interval():
 @given(st.lists(st.binary(max_size=200), max_size=8))
 def test_garbage_from_the_peer_never_raises_out_of_the_protocol(chunks):
     """Whatever bytes arrive after the banner, dataReceived neither raises nor hangs an action."""
-    proto = AmiProtocol(clock=task.Clock(), action_timeout=5.0)
+    clock = task.Clock()
+    proto = AmiProtocol(clock=clock, action_timeout=5.0)
     router = EventRouter({name: (lambda m: None) for name in ("Hangup", "QueueCallerJoin")})
     proto.on_event = router.dispatch
     transport = StringTransport()
     proto.makeConnection(transport)
     proto.dataReceived(BANNER)
     pending = proto.send_action("Ping")
+    outcome = []
+    pending.addBoth(outcome.append)
     for chunk in chunks:
         proto.dataReceived(chunk)
-    proto.connectionLost()
-    assert pending.called
-    pending.addErrback(lambda _: None)
+    # before any disconnect: the Ping is still waiting with its timeout armed, or the
+    # bytes happened to be its answer (an error reply or a reply) — never anything else
+    if not outcome:
+        assert proto.pending_actions == 1
+        assert [call for call in clock.getDelayedCalls() if call.active()], "its timeout must still be armed"
+        proto.connectionLost()
+        assert len(outcome) == 1 and isinstance(outcome[0], Failure) and outcome[0].check(AmiConnectionLost)
+    else:
+        (result,) = outcome
+        if isinstance(result, Failure):
+            assert result.check(AmiActionError), result
+        else:
+            assert isinstance(result, AmiMessage)
+        assert proto.pending_actions == 0 and not clock.getDelayedCalls()
 
 
 def test_connection_lost_before_the_banner_fails_the_banner():

@@ -115,6 +115,9 @@ def test_member_events_and_trunk_events():
     trunk = state.trunk_views()["carrier"]
     assert trunk.reachable and trunk.rtt == pytest.approx(0.025) and trunk.channels == 1
     assert state.sink.trunk_calls == [("carrier", "congestion")]
+    feed(router, event("DialEnd", DestChannel="PJSIP/carrier-00000002", DestUniqueid="t2", DialStatus="BUSY")
+         + event("Hangup", Channel="PJSIP/carrier-00000002", Uniqueid="t2", Cause=17, **{"Cause-txt": "User busy"}))
+    assert state.sink.trunk_failures == [("carrier", "busy")]
     feed(router, event("QueueMemberRemoved", Queue="12345", Interface="PJSIP/agent1"))
     assert state.queue_views(now=0.0)["12345"].logged_in == 0
 

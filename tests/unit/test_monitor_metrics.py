@@ -9,7 +9,7 @@ from gateway.config import ConfigError, load_config
 from gateway.monitor.metrics import MonitorMetrics
 from gateway.monitor.model import HotlineState, Registration
 
-ALLOWED_LABELS = {"queue", "trunk", "outcome", "le"}
+ALLOWED_LABELS = {"queue", "trunk", "outcome", "cause", "operation", "le"}
 
 
 def rig(now=1000.0):
@@ -92,6 +92,11 @@ def test_trunk_outcome_series_exist_at_zero_before_the_first_call():
     assert registry.get_sample_value("hotline_trunk_outbound_calls_total", {"trunk": "backup", "outcome": "answer"}) == 0
     state.dial_end("PJSIP/carrier-00000001", "ANSWER")
     assert registry.get_sample_value("hotline_trunk_outbound_calls_total", labels) == 1
+    failures = {"trunk": "backup", "cause": "network_out_of_order"}
+    assert registry.get_sample_value("hotline_trunk_outbound_failures_total", failures) == 0
+    state.dial_end("PJSIP/backup-00000002", "CONGESTION", dest_uniqueid="b2")
+    state.channel_hungup("b2", 1.0, "PJSIP/backup-00000002", cause=38)
+    assert registry.get_sample_value("hotline_trunk_outbound_failures_total", failures) == 1
 
 
 def test_names_units_and_labels_follow_the_rules():

@@ -14,6 +14,7 @@ from gateway.monitor.model import (
     QueueSnapshot,
     Registration,
     WaitingEntry,
+    hangup_cause_label,
     trunk_of_channel,
 )
 
@@ -28,6 +29,7 @@ class CountingSink:
         self.waits: list[tuple[str, float]] = []
         self.queues: list[str] = []
         self.trunk_calls: list[tuple[str, str]] = []
+        self.trunk_failures: list[tuple[str, str]] = []
         self.trunks_seen: list[str] = []
         self.talk: list[float] = []
 
@@ -61,6 +63,9 @@ class CountingSink:
 
     def trunk_call(self, trunk, outcome):
         self.trunk_calls.append((trunk, outcome))
+
+    def trunk_failure(self, trunk, cause):
+        self.trunk_failures.append((trunk, cause))
 
     def trunk_seen(self, trunk):
         self.trunks_seen.append(trunk)
@@ -354,6 +359,44 @@ def test_outbound_dial_outcomes_per_trunk():
     state.dial_end("PJSIP/carrier-00000003", "SOMETHINGNEW")
     state.dial_end("Local/agent1@lab-agent-00000001;1", "ANSWER")
     assert sink.trunk_calls == [("carrier", "answer"), ("carrier", "busy"), ("carrier", "other")]
+
+
+def test_failed_outbound_dial_is_counted_by_the_trunk_channels_hangup_cause():
+    """DialEnd says the dial failed, the trunk channel's Hangup says why (Q.850) — in either order."""
+    state, sink = make(trunks=["carrier"])
+    state.dial_end("PJSIP/carrier-00000001", "BUSY", 10.0, dest_uniqueid="t1")
+    assert sink.trunk_failures == [], "the cause comes with the Hangup"
+    state.channel_hungup("t1", 10.1, "PJSIP/carrier-00000001", cause=17)
+    state.channel_hungup("t2", 20.0, "PJSIP/carrier-00000002", cause=1)  # Hangup first this time
+    state.dial_end("PJSIP/carrier-00000002", "CONGESTION", 20.0, dest_uniqueid="t2")
+    state.dial_end("PJSIP/carrier-00000002", "CONGESTION", 20.0, dest_uniqueid="t2")  # a repeated DialEnd
+    state.dial_end("PJSIP/carrier-00000003", "NOANSWER", 30.0, dest_uniqueid="t3")
+    state.channel_hungup("t3", 30.0, "PJSIP/carrier-00000003", cause=None)
+    state.dial_end("PJSIP/carrier-00000004", "CHANUNAVAIL", 40.0, dest_uniqueid="t4")
+    state.channel_hungup("t4", 40.0, "PJSIP/carrier-00000004", cause=102)  # recovery on timer expiry
+    assert sink.trunk_failures == [("carrier", "busy"), ("carrier", "unallocated_number"),
+                                   ("carrier", "other"), ("carrier", "other")]
+
+
+def test_answered_cancelled_and_non_trunk_dials_are_not_trunk_failures():
+    state, sink = make(trunks=["carrier"])
+    state.dial_end("PJSIP/carrier-00000001", "ANSWER", 10.0, dest_uniqueid="t1")
+    state.channel_hungup("t1", 70.0, "PJSIP/carrier-00000001", cause=16)
+    state.dial_end("PJSIP/carrier-00000002", "CANCEL", 80.0, dest_uniqueid="t2")  # our side gave up
+    state.channel_hungup("t2", 80.0, "PJSIP/carrier-00000002", cause=0)
+    state.dial_end("Local/agent1@lab-agent-00000001;1", "BUSY", 90.0, dest_uniqueid="a1")
+    state.channel_hungup("a1", 90.0, "Local/agent1@lab-agent-00000001;1", cause=17)
+    state.channel_hungup("in1", 95.0, "PJSIP/carrier-00000005", cause=16)  # an inbound call ending
+    assert sink.trunk_failures == []
+
+
+@pytest.mark.parametrize(("cause", "label"), [
+    (16, "normal"), (17, "busy"), (19, "no_answer"), (18, "no_answer"), (21, "rejected"),
+    (1, "unallocated_number"), (38, "network_out_of_order"), (34, "congestion"), (42, "congestion"),
+    (0, "other"), (None, "other"), (127, "other"),
+])
+def test_hangup_causes_map_to_a_small_fixed_label_set(cause, label):
+    assert hangup_cause_label(cause) == label
 
 
 # -- property: any duplication of the event stream counts each call once ---------------------------------

@@ -255,3 +255,49 @@ def test_resync_without_the_pjsip_functions_leaves_reachability_unknown_and_succ
     rig.start()
     assert rig.state.trunk_views()["carrier"].reachable is None
     assert rig.resyncs("ok") == 1
+
+
+def test_periodic_refresh_closes_a_call_whose_hangup_asterisk_dropped_as_untracked_once():
+    """Asterisk dropped c1's Hangup (slow reader, session kept): the refresh's CoreShowChannels
+    closes it — after a second list confirms it, so a Hangup still in flight is not pre-empted."""
+    rig = Rig()
+    rig.channels = []
+    rig.start()
+    rig.live(join("c1", 2000.0) + join("c2", 2001.0, 2) + join("c3", 2002.0, 3))
+    listed = [{"Event": "CoreShowChannel", "Channel": f"PJSIP/carrier-{uid}", "Uniqueid": uid} for uid in ("c2",)]
+    rig.endpoint.peer.lists["QueueStatus"] = QUEUE_STATUS + [
+        {"Event": "QueueEntry", "Queue": Q, "Position": 1, "Uniqueid": "c2", "Wait": 59}]
+    rig.endpoint.peer.lists["CoreShowChannels"] = listed
+    rig.clock.advance(60.0)
+    assert "CoreShowChannels" in [a.get("Action") for a in rig.endpoint.peer.pump()]
+    assert rig.state.trunk_views()["carrier"].channels == 1, "c1's and c3's channels are gone at once"
+    assert rig.state.sink.counts == Counter(offered=3), "one list is not enough to close a call"
+    # c3's Hangup was only late: it arrives between the two lists and counts as an abandon
+    rig.live(event("Hangup", Uniqueid="c3", Timestamp=2062.0))
+    rig.clock.advance(60.0)
+    rig.endpoint.peer.pump()
+    assert rig.state.sink.counts == Counter(offered=3, abandoned=1, untracked=1)
+    assert rig.state.waiting_calls() == ["c2"]
+    rig.clock.advance(60.0)
+    rig.endpoint.peer.pump()
+    assert rig.state.sink.counts == Counter(offered=3, abandoned=1, untracked=1), "closed once, counted once"
+    rig.live(event("Hangup", Uniqueid="c1", Timestamp=2200.0))  # should it turn up after all
+    assert rig.state.sink.counts["abandoned"] == 1
+
+
+def test_an_event_about_a_call_between_two_lists_keeps_it_open():
+    """Missing from two lists is not enough if the call was heard from in between."""
+    rig = Rig()
+    rig.start()
+    rig.live(join("c1", 2000.0))
+    rig.endpoint.peer.lists["CoreShowChannels"] = []
+    rig.clock.advance(60.0)
+    rig.endpoint.peer.pump()
+    rig.live(event("QueueCallerJoin", Uniqueid="c1", Queue=Q, Position=1, Timestamp=2061.0))  # back in the queue
+    rig.clock.advance(60.0)
+    rig.endpoint.peer.pump()
+    assert rig.state.sink.counts == Counter(offered=1)
+    assert rig.state.open_calls == 1
+    rig.live(event("Hangup", Uniqueid="c1", Timestamp=2130.0))
+    assert rig.state.sink.counts == Counter(offered=1, abandoned=1)
+    assert rig.state.open_calls == 0
