@@ -183,11 +183,10 @@ class SurveyCampaign:
         """End calls whose dialer job is over but whose end was not recorded here (the gateway stopped
         between the dialer's final write and this campaign's listener, or Redis failed just then)."""
         def over() -> list[tuple[str, str]]:
-            unsubmitted = {plan.call_id for plan in self.store.unsubmitted()}
+            # one atomic read of open minus unsubmitted calls: reading the two sets one after the other let a
+            # call planned in between by another instance (its job not yet added) look like a vanished job
             ended = []
-            for call_id in self.store.open_calls():
-                if call_id in unsubmitted:
-                    continue
+            for call_id in self.store.submitted_calls():
                 job = self.jobs.get(call_id)
                 if job is None:
                     ended.append((call_id, "expired"))  # the job's record is gone: nothing will finish it

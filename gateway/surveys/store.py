@@ -125,6 +125,16 @@ if ttl > 0 then redis.call('EXPIRE', ok, ttl) end
 return {'finished', status}
 """
 
+_SUBMITTED_CALLS = """
+local P, limit = ARGV[1], tonumber(ARGV[2])
+local rows = redis.call('ZRANGE', P .. ':calls', 0, limit - 1)
+local out = {}
+for _, cid in ipairs(rows) do
+  if not redis.call('ZSCORE', P .. ':unsubmitted', cid) then table.insert(out, cid) end
+end
+return out
+"""
+
 _RELEASE = """
 local P, cid, now, spacing, final = ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4]), ARGV[5]
 local ck = P .. ':call:' .. cid
@@ -169,6 +179,7 @@ class SurveyStore:
         self._answer = client.register_script(_ANSWER)
         self._finish = client.register_script(_FINISH)
         self._release = client.register_script(_RELEASE)
+        self._submitted_calls = client.register_script(_SUBMITTED_CALLS)
 
     def key(self, *parts: str) -> str:
         return ":".join((self.prefix, *parts))
@@ -242,6 +253,16 @@ class SurveyStore:
     def open_calls(self, limit: int = 1000) -> list[str]:
         """Calls not yet ended, oldest first (for the sweep against the dialer's jobs)."""
         return self.client.zrange(self.key("calls"), 0, limit - 1)
+
+    def submitted_calls(self, limit: int = 1000) -> list[str]:
+        """Calls not yet ended whose dialer job was added, oldest first — one atomic read.
+
+        Both sets are read in one step: a call planned meanwhile (by this or another
+        instance) is either in neither or still unsubmitted, never "open with no job".
+        The job is added before the call leaves ``P:unsubmitted``, so every call
+        returned here has (or had) its dialer job.
+        """
+        return self._submitted_calls(args=[self.prefix, limit])
 
     def next_due(self) -> float | None:
         first = self.client.zrange(self.key("numbers"), 0, 0, withscores=True)
