@@ -4,7 +4,12 @@ Each finished order is one entry of ``P:outbox`` (written atomically with the re
 see :mod:`.store`). The poster sends entries in order after its cursor
 (``P:outbox:cursor``): ``POST <url>`` with ``Authorization: Bearer <token>`` (token from
 the environment only) and ``Idempotency-Key: survey-<order id>`` — a delivery repeated
-after a crash or a lost answer is recognised by the platform. 2xx and 409 (already
+after a crash or a lost answer is recognised by the platform.
+
+Bodies are JSON with an ``event`` field: ``result`` (:func:`result_body`) or ``comment``
+— the masked transcript of the order's voice comment when it arrived after the result
+(:func:`comment_body`, key ``survey-<order id>-comment``; the platform attaches it to
+the order, and to the order's reopened case if ``reopened`` is set). 2xx and 409 (already
 have it) are delivered; other answers and network errors are retried with exponential
 backoff (injected clock); after ``max_tries`` the entry goes to ``P:outbox:dead`` and
 the next one is sent.
@@ -21,7 +26,7 @@ from twisted.logger import Logger
 
 from .metrics import SurveyMetrics
 
-__all__ = ["ResultPoster", "result_body"]
+__all__ = ["ResultPoster", "comment_body", "result_body", "treq_post"]
 
 log = Logger()
 
@@ -30,14 +35,38 @@ HttpPost = Callable[[str, dict[str, str], bytes], defer.Deferred]
 RunBlocking = Callable[[Callable[[], Any]], defer.Deferred]
 
 _PUBLIC = ("order_id", "category", "topic", "unit", "closed_at", "status", "solved", "satisfaction", "solved_via",
-           "satisfaction_via", "comment", "reopened", "finished_at", "call")
+           "satisfaction_via", "comment", "comment_text", "reopened", "finished_at", "call")
+_COMMENT = ("order_id", "status", "reopened", "comment_recording_id", "comment_text", "transcribed_at")
+
+
+def _confidence(value: Any) -> float | None:
+    try:
+        return round(float(value), 3) if value not in (None, "") else None
+    except (TypeError, ValueError):
+        return None
 
 
 def result_body(order_id: str, data: dict[str, Any]) -> dict[str, Any]:
-    """What the platform gets: the result without the citizen's number."""
-    body = {name: data.get(name, "") for name in _PUBLIC}
+    """What the platform gets: the result without the citizen's number.
+
+    ``comment_text`` (masked) and ``comment_confidence`` are there when the comment's
+    transcript was stored before the result; otherwise, with a ``comment_recording_id``,
+    the transcript follows as a ``comment`` update (:func:`comment_body`).
+    """
+    body: dict[str, Any] = {"event": "result"}
+    body.update({name: data.get(name, "") for name in _PUBLIC})
     body["order_id"] = order_id
     body["comment_recording_id"] = body.pop("comment")
+    body["comment_confidence"] = _confidence(data.get("comment_confidence"))
+    return body
+
+
+def comment_body(order_id: str, data: dict[str, Any]) -> dict[str, Any]:
+    """The transcript of a voice comment that arrived after its order's result was written."""
+    body: dict[str, Any] = {"event": "comment"}
+    body.update({name: data.get(name, "") for name in _COMMENT})
+    body["order_id"] = order_id
+    body["comment_confidence"] = _confidence(data.get("comment_confidence"))
     return body
 
 
@@ -128,8 +157,13 @@ class ResultPoster:
             data = json.loads(fields.get("data") or "{}")
         except ValueError:
             data = {}
-        body = json.dumps(result_body(order_id, data), ensure_ascii=False).encode()
-        headers = {"Content-Type": "application/json; charset=utf-8", "Idempotency-Key": f"survey-{order_id}"}
+        if fields.get("kind") == "comment":
+            body = json.dumps(comment_body(order_id, data), ensure_ascii=False).encode()
+            key = f"survey-{order_id}-comment"
+        else:
+            body = json.dumps(result_body(order_id, data), ensure_ascii=False).encode()
+            key = f"survey-{order_id}"
+        headers = {"Content-Type": "application/json; charset=utf-8", "Idempotency-Key": key}
         if self.token:
             headers["Authorization"] = f"Bearer {self.token}"
         try:
