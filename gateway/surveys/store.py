@@ -153,7 +153,8 @@ local cur = redis.call('HGET', ok, 'comment') or ''
 if cur ~= '' and cur ~= rid then return {'other', cur} end
 local result = 'duplicate'
 if redis.call('HEXISTS', ok, 'comment_transcribed_at') == 0 then
-  redis.call('HSET', ok, 'comment', rid, 'comment_text', text, 'comment_confidence', conf, 'comment_transcribed_at', now)
+  redis.call('HSET', ok, 'comment', rid, 'comment_text', text, 'comment_confidence', conf,
+    'comment_transcribed_at', now)
   if st == 'pending' or st == 'calling' then
     result = 'attached'
   else
