@@ -357,6 +357,7 @@ def build_surveys(reactor, config: GatewayConfig, client, run_blocking, dialer, 
                                   timezone=config.flows.timezone, topics=topics),
     )
     backend.finish = campaign.finish
+    backend.decline_orders = campaign.decline
     dialer.configure_campaign(
         SURVEY_CAMPAIGN, retry=RetryPolicy.from_text(s.backoff, s.max_attempts),
         windows=CallWindows(s.window_start, s.window_end, config.flows.timezone, s.holidays,

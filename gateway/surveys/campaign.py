@@ -274,6 +274,23 @@ class SurveyCampaign:
                      satisfaction=order.get("satisfaction", "-"))
         return result
 
+    async def decline(self, order_ids: list[str]) -> int:
+        """The citizen asked not to be called again: the number joins the dialer's do-not-call list (the
+        same ``JobStore.add_dnc`` as ``hotline-gateway callbacks dnc``), and the call's orders still open end
+        as ``declined``. Returns how many orders this finished."""
+        def numbers() -> set[str]:
+            return {self.store.order(i).get("e164", "") for i in order_ids} - {""}
+
+        for e164 in await self._run(numbers):
+            await self._run(lambda e164=e164: self.jobs.add_dnc(e164))
+            log.info("survey: {number} declined further calls; added to the do-not-call list",
+                     number=mask_number(e164))
+        finished = 0
+        for order_id in order_ids:
+            if await self.finish(order_id, "declined") == "finished":
+                finished += 1
+        return finished
+
     def count(self, order: Mapping[str, str], status: str) -> None:
         self.metrics.finished.labels(status=status).inc()
         if status not in ("completed", "partial"):

@@ -418,3 +418,23 @@ def test_a_call_another_instance_plans_during_the_sweep_is_not_finished_as_no_an
     a.jobs.finish(job.id, a.clock.seconds(), None, final="exhausted")
     assert resolve(defer.Deferred.fromCoroutine(a.campaign.sweep())) == 1
     assert a.store.order("GD-1")["status"] == "no_answer"
+
+
+def test_a_citizen_who_declines_joins_the_do_not_call_list_and_the_calls_orders_end_as_declined(survey_redis):
+    """The flow's "don't call me again" key: the dialer's own do-not-call list (as `callbacks dnc` adds to)."""
+    rig = Rig(survey_redis, delay=0)
+    rig.accept("GD-1")
+    rig.accept("GD-2")
+    rig.tick()
+    [job] = rig.survey_jobs()
+    rig.answer("GD-1", solved="unsolved")
+    assert resolve(defer.Deferred.fromCoroutine(rig.campaign.decline(["GD-1", "GD-2"]))) == 2
+    assert rig.jobs.is_dnc("+8613800138000")
+    assert [rig.store.order(i)["status"] for i in ("GD-1", "GD-2")] == ["declined", "declined"]
+    assert survey_redis.xlen("t:workorders:reopen") == 0  # a decline reopens nothing
+    statuses = [json.loads(f["data"])["status"] for _, f in survey_redis.xrange("t:surveys:outbox")]
+    assert statuses == ["declined", "declined"]
+    assert rig.sample("hotline_surveys_finished_total", status="declined") == 2
+    assert resolve(defer.Deferred.fromCoroutine(rig.campaign.decline(["GD-1"]))) == 0  # once
+    rig.end_call(job.id, "connected")
+    assert rig.store.order("GD-1")["status"] == "declined"  # the call's end changes nothing
