@@ -10,6 +10,10 @@ Redis keys (defaults, see ``AsrConfig``):
   hotline:drafts                  STREAM of drafts (recording_id, draft_id, data); also the outbox
                                   of the webhook/JSONL sinks: one consumer group per sink
 
+Survey voice comments (job ``kind=survey_comment`` with ``order_id``) make no draft: their
+transcript is stored on the survey's order by ``gateway.surveys.store.SurveyStore.attach_comment``
+(``hotline:surveys:order:<order id>``), which acks the job in the same Lua step.
+
 A job's attempts are its delivery count in the group (XREADGROUP gives 1,
 every XAUTOCLAIM adds one), so a job that kills its worker is counted too.
 """
@@ -153,6 +157,14 @@ class JobQueue(StreamQueue):
             args=[data, self.group, entry_id, recording_id, str(draft.get("draft_id", "")), self.draft_ttl],
         )
         return bool(stored)
+
+    def store_comment_and_ack(self, entry_id: str, comments: Any, order_id: str, recording_id: str, text: str,
+                              confidence: float | None, now: float) -> str:
+        """A survey comment's transcript onto its order (``SurveyStore.attach_comment``), the job acked in the
+        same atomic step unless the order is unknown or has another comment (``unknown`` / ``other``)."""
+        result, _status = comments.attach_comment(order_id, recording_id, text, confidence, now,
+                                                  ack=(self.stream, self.group, entry_id, self.errors_key))
+        return result
 
     def ack_done(self, entry_id: str) -> None:
         pipe = self.client.pipeline(transaction=True)

@@ -11,6 +11,7 @@ from twisted.python.threadpool import ThreadPool
 from twisted.web import resource, server
 
 from gateway.config import GatewayConfig
+from gateway.surveys.store import SurveyStore
 
 from .engine import VoskEngine
 from .jobs import JobQueue, StreamQueue
@@ -92,6 +93,8 @@ def run_worker(config: GatewayConfig, reactor: Any, consumer: str | None = None)
         recordings_root=asr.recordings_root, max_attempts=asr.max_attempts,
         reclaim_idle=asr.reclaim_idle_seconds, timezone=config.flows.timezone,
         shutdown_grace=asr.shutdown_grace, model_name=Path(asr.model_path).name,
+        comments=SurveyStore(client, key_prefix=config.redis.key_prefix, reopen_stream=config.surveys.reopen_stream,
+                             result_ttl=config.surveys.result_ttl),
     )
     loops: list = [worker]
     if asr.webhook_url:

@@ -10,6 +10,14 @@ time is reset every reclaim_idle/3 s meanwhile, so a long recording is not
 stolen) → draft → one Lua step: SET NX the record, XADD hotline:drafts, XACK.
 A failure leaves the job pending (retried after reclaim_idle_seconds); at
 ``max_attempts`` deliveries it goes to the dead-letter stream with its reason.
+
+Survey voice comments (job ``kind=survey_comment``, ``order_id``; written by the survey
+flow, ``gateway/flows/survey_nodes.py``) are not citizen requests and make no draft: the
+masked transcript and its confidence are stored on the survey's order
+(``SurveyStore.attach_comment``: onto the result, or as a ``comment`` update of the
+results webhook and the reopen stream), and the job is acked in that same Lua step.
+Skipped when the order already has this recording's transcript (redelivery); an unknown
+order, or one whose comment is another recording, is dead-lettered at once.
 """
 from __future__ import annotations
 
@@ -26,16 +34,21 @@ from twisted.internet import defer, task
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from gateway.masking import mask_text
+
 from .engine import Cancelled, Transcript
 from .jobs import Delivery, JobError, JobQueue, StreamQueue, decode_job
 from .metrics import AsrMetrics
 from .sinks import SinkError, backoff_delay
 
-__all__ = ["SinkRunner", "TranscriptionWorker", "consumer_name", "resolve_recording"]
+__all__ = ["SURVEY_COMMENT", "SinkRunner", "TranscriptionWorker", "consumer_name", "resolve_recording"]
 
 log = Logger(namespace="asr.worker")
 
 RunBlocking = Callable[[Callable[[], Any]], defer.Deferred]
+
+#: the job ``kind`` of a survey's voice comment (gateway/flows/survey_nodes.py)
+SURVEY_COMMENT = "survey_comment"
 
 
 def consumer_name() -> str:
@@ -161,7 +174,7 @@ class TranscriptionWorker(_StreamLoop):
                  recordings_root: str = "", max_attempts: int = 3, reclaim_idle: float = 60.0,
                  timezone: str = "Asia/Shanghai", shutdown_grace: float = 20.0,
                  read_block_ms: int | None = 1000, model_name: str = "",
-                 on_stored: Callable[[dict[str, Any]], None] | None = None) -> None:
+                 on_stored: Callable[[dict[str, Any]], None] | None = None, comments: Any = None) -> None:
         super().__init__(queue, clock=clock, run_redis=run_redis, metrics=metrics, reclaim_idle=reclaim_idle,
                          read_block_ms=read_block_ms)
         self.jobs: JobQueue = queue
@@ -174,6 +187,8 @@ class TranscriptionWorker(_StreamLoop):
         self.shutdown_grace = shutdown_grace
         self.model_name = model_name
         self._on_stored = on_stored
+        #: the survey store (``attach_comment``, ``comment_transcribed``) for survey comments; None = refused
+        self._comments = comments
         self._cancel = False
         self.current: str | None = None
 
@@ -206,6 +221,8 @@ class TranscriptionWorker(_StreamLoop):
             last = await self.redis("last_error", lambda: self.jobs.last_error(delivery.id))
             return await self._fail(delivery, last or f"delivered {delivery.attempts} times without finishing",
                                     recording_id)
+        if job.get("kind") == SURVEY_COMMENT:
+            return await self._survey_comment(delivery, job)
         if await self.redis("exists", lambda: self.jobs.already_done(recording_id)):
             await self.redis("ack", lambda: self.jobs.ack_done(delivery.id))
             self.metrics.jobs.labels(outcome="duplicate").inc()
@@ -235,6 +252,54 @@ class TranscriptionWorker(_StreamLoop):
                  draft_id=draft.get("draft_id"), how="stored" if stored else "was already stored")
         if stored and self._on_stored is not None:
             self._on_stored(draft)
+        return outcome
+
+    def mask(self, text: str) -> str:
+        """The transcript as stored for a survey comment: numerals normalised, personal numbers masked."""
+        normalize = getattr(self._drafter, "normalize", None)
+        return normalize(text).masked if normalize is not None else mask_text(text)
+
+    async def _survey_comment(self, delivery: Delivery, job: dict[str, Any]) -> str:
+        recording_id = job["recording_id"]
+        order_id = str(job.get("order_id") or delivery.fields.get("order_id") or "")
+        if not order_id:
+            return await self._fail(delivery, "bad job: survey comment without order_id", recording_id)
+        comments = self._comments
+        if comments is None:
+            return await self._fail(delivery, "survey comment but this worker has no survey store", recording_id)
+        if await self.redis("exists", lambda: comments.comment_transcribed(order_id, recording_id)):
+            await self.redis("ack", lambda: self.jobs.ack_done(delivery.id))
+            self.metrics.jobs.labels(outcome="duplicate").inc()
+            log.info("Job {job_id}: comment {recording_id} of survey order {order} already stored; acked",
+                     job_id=delivery.id, recording_id=recording_id, order=order_id)
+            return "duplicate"
+        try:
+            path = resolve_recording(self.recordings_root, job["path"])
+        except JobError as exc:
+            return await self._fail(delivery, f"bad job: {exc}", recording_id)
+        transcript = await self._decode(delivery, path, recording_id)
+        if isinstance(transcript, str):
+            return transcript
+        try:
+            text = self.mask(transcript.text)
+        except Exception as exc:  # noqa: BLE001 — a normalisation bug fails this job, not the worker
+            return await self._fail(delivery, f"masking failed: {type(exc).__name__}: {exc}", recording_id)
+        now = self.clock.seconds()
+        result = await self.redis("store", lambda: self.jobs.store_comment_and_ack(
+            delivery.id, comments, order_id, recording_id, text, transcript.confidence, now))
+        if result in ("unknown", "other"):
+            reason = ("survey order unknown (expired, or another key prefix)" if result == "unknown"
+                      else "the survey order has another comment recording")
+            await self.redis("dead_letter", lambda: self.jobs.dead_letter(delivery, f"{reason}: {order_id}"))
+            self.metrics.jobs.labels(outcome="dead_lettered").inc()
+            log.error("Job {job_id}: comment {recording_id} dead-lettered: {reason} ({order})", job_id=delivery.id,
+                      recording_id=recording_id, reason=reason, order=order_id)
+            return "dead_lettered"
+        outcome = "duplicate" if result == "duplicate" else "done"
+        self.metrics.jobs.labels(outcome=outcome).inc()
+        log.info("Job {job_id}: survey comment {recording_id} transcribed ({audio:.1f} s audio, confidence "
+                 "{confidence:.2f}); order {order}: {result}", job_id=delivery.id, recording_id=recording_id,
+                 audio=transcript.duration, confidence=transcript.confidence, order=order_id, result=result)
         return outcome
 
     async def _decode(self, delivery: Delivery, path: Path, recording_id: str) -> Transcript | str:

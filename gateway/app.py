@@ -52,6 +52,8 @@ class Gateway:
     dialer: object | None = None
     callbacks: object | None = None
     surveys: object | None = None
+    #: the survey results webhook's poster (surveys enabled with a webhook URL)
+    survey_poster: object | None = None
 
     def reload_flows(self) -> bool:
         """Re-read ivr_flows/ (SIGHUP); new flow names become AGI scripts too."""
@@ -186,7 +188,8 @@ def build_gateway(reactor, config: GatewayConfig, enable_bench: bool = False) ->
     return Gateway(config, services, library, factory, store, metrics, registry, monitor,
                    dialer=dialer_parts.dialer if dialer_parts else None,
                    callbacks=dialer_parts.callbacks if dialer_parts else None,
-                   surveys=survey_parts.campaign if survey_parts else None)
+                   surveys=survey_parts.campaign if survey_parts else None,
+                   survey_poster=survey_parts.poster if survey_parts else None)
 
 
 @dataclass
@@ -327,6 +330,8 @@ class SurveyParts:
     campaign: object
     service: service.Service
     api: object
+    #: the results webhook's poster (None without a webhook URL)
+    poster: object = None
 
 
 def build_surveys(reactor, config: GatewayConfig, client, run_blocking, dialer, backend, library) -> SurveyParts:
@@ -353,6 +358,7 @@ def build_surveys(reactor, config: GatewayConfig, client, run_blocking, dialer, 
                                   timezone=config.flows.timezone, topics=topics),
     )
     backend.finish = campaign.finish
+    backend.decline_orders = campaign.decline
     dialer.configure_campaign(
         SURVEY_CAMPAIGN, retry=RetryPolicy.from_text(s.backoff, s.max_attempts),
         windows=CallWindows(s.window_start, s.window_end, config.flows.timezone, s.holidays,
@@ -368,9 +374,10 @@ def build_surveys(reactor, config: GatewayConfig, client, run_blocking, dialer, 
     if s.webhook_url:
         poster = ResultPoster(clock=reactor, run_blocking=run_blocking, client=client,
                               outbox=backend.store.key("outbox"), url=s.webhook_url, token=s.webhook_token,
-                              post=treq_post(s.webhook_timeout), metrics=backend.metrics, interval=s.interval,
-                              initial_backoff=s.webhook_backoff, max_backoff=s.webhook_max_backoff,
-                              max_tries=s.webhook_max_tries)
+                              post=treq_post(reactor, s.webhook_timeout), metrics=backend.metrics,
+                              interval=s.interval, initial_backoff=s.webhook_backoff,
+                              max_backoff=s.webhook_max_backoff, max_tries=s.webhook_max_tries,
+                              lease=max(60.0, 3 * s.interval, 3 * s.webhook_timeout))
 
     class _SurveyService(service.Service):
         def startService(self):
@@ -387,7 +394,7 @@ def build_surveys(reactor, config: GatewayConfig, client, run_blocking, dialer, 
             if poster is not None:
                 poster.stop()
 
-    return SurveyParts(campaign, _SurveyService(), SurveysResource(campaign, s.api_token))
+    return SurveyParts(campaign, _SurveyService(), SurveysResource(campaign, s.api_token), poster)
 
 
 def _run(args: argparse.Namespace) -> int:

@@ -76,8 +76,9 @@ NODE_SCHEMAS: dict[str, tuple[frozenset, frozenset, tuple[str, ...], bool]] = {
     # one survey question: keys (and, with speech, a grammar-restricted spoken answer); retries, then no response
     "survey_question": (
         frozenset({"prompt", "question", "answers", "next"}),
-        frozenset({"retries", "timeout_ms", "invalid_prompt", "speech", "speech_seconds"}),
-        ("next",),
+        frozenset({"retries", "timeout_ms", "invalid_prompt", "speech", "speech_seconds", "decline_key",
+                   "decline_next"}),
+        ("next", "decline_next"),
         True,
     ),
     # optional short voice comment → a transcription job with the order id
@@ -285,6 +286,13 @@ def _check_fields(where: str, kind: str, fields: Mapping[str, Any]) -> list[str]
                 if answer not in ANSWERS[question] or answer == NO_RESPONSE:
                     choices = ", ".join(a for a in ANSWERS[question] if a != NO_RESPONSE)
                     problems.append(f"{where}: answer {answer!r} is not an answer to {question} ({choices})")
+        decline = fields.get("decline_key")
+        if (decline is None) != (fields.get("decline_next") is None):
+            problems.append(f"{where}: 'decline_key' and 'decline_next' go together")
+        elif decline is not None and (len(str(decline)) != 1 or str(decline) not in "123456789"):
+            problems.append(f"{where}: decline_key {decline!r} is not one of the keys 1-9")
+        elif decline is not None and isinstance(answers, Mapping) and str(decline) in {str(k) for k in answers}:
+            problems.append(f"{where}: decline_key {decline!r} is also an answer key")
         if "speech" in fields and not isinstance(fields["speech"], bool):
             problems.append(f"{where}: 'speech' must be true or false")
         seconds = fields.get("speech_seconds")

@@ -12,7 +12,10 @@ on an auxiliary failure, it only loses what could not be stored (counted and log
 * ``survey_question`` keys per answer; with ``speech: true`` and a grammar for the
                       configured language (``settings.speech``) a short spoken answer is
                       recorded (keys still end it) and recognised off the reactor;
-                      invalid or missing answers are retried, then ``no_response``
+                      invalid or missing answers are retried, then ``no_response``;
+                      ``decline_key`` ("don't call me again"): the number joins the dialer's
+                      do-not-call list, the call's open orders end as ``declined``, on to
+                      ``decline_next``
 * ``survey_comment``  optional voice comment → transcription job with the order id
 * ``survey_done``     the order's survey is complete (written once)
 """
@@ -126,7 +129,8 @@ class SurveyNodes:
     async def _question(self, node: Node, session: AgiSession) -> str | None:
         question = node.get("question")
         answers = {str(k): str(v) for k, v in node.get("answers").items()}
-        keys = "".join(sorted(answers))
+        decline = str(node.get("decline_key") or "")
+        keys = "".join(sorted(answers)) + decline
         retries = int(node.get("retries", 2))
         timeout_ms = int(node.get("timeout_ms", 6000))
         words = self._grammar(node, question)
@@ -141,6 +145,8 @@ class SurveyNodes:
             if answer is not None:
                 via = "speech"
                 break
+            if decline and digit == decline:
+                return await self._decline(node, session)
             if digit in answers:
                 answer, via = answers[digit], "key"
                 break
@@ -157,6 +163,15 @@ class SurveyNodes:
             session.vars["sv_answered"] = True
             await session.set_variable(ANSWERED_VAR, "1")
         return node.get("next")
+
+    async def _decline(self, node: Node, session: AgiSession) -> str | None:
+        """"Don't call me again": every order of this call still open ends as declined, the number joins
+        the dialer's do-not-call list. Stored or not, the citizen hears the decline prompt and the call ends."""
+        orders = [o["order_id"] for o in session.vars.get("sv_orders") or []]
+        session.step("survey:declined")
+        result = await self._safely(session, "decline", lambda: self.backend.decline(orders))
+        session.step(f"survey:declined:{result if result is not None else '-'}")
+        return node.get("decline_next")
 
     def _grammar(self, node: Node, question: str) -> dict[str, str]:
         if not node.get("speech") or self.backend is None or not getattr(self.backend, "speech_enabled", False):

@@ -183,11 +183,10 @@ class SurveyCampaign:
         """End calls whose dialer job is over but whose end was not recorded here (the gateway stopped
         between the dialer's final write and this campaign's listener, or Redis failed just then)."""
         def over() -> list[tuple[str, str]]:
-            unsubmitted = {plan.call_id for plan in self.store.unsubmitted()}
+            # one atomic read of open minus unsubmitted calls: reading the two sets one after the other let a
+            # call planned in between by another instance (its job not yet added) look like a vanished job
             ended = []
-            for call_id in self.store.open_calls():
-                if call_id in unsubmitted:
-                    continue
+            for call_id in self.store.submitted_calls():
                 job = self.jobs.get(call_id)
                 if job is None:
                     ended.append((call_id, "expired"))  # the job's record is gone: nothing will finish it
@@ -274,6 +273,23 @@ class SurveyCampaign:
                      order=order_id, status=status, solved=order.get("solved", "-"),
                      satisfaction=order.get("satisfaction", "-"))
         return result
+
+    async def decline(self, order_ids: list[str]) -> int:
+        """The citizen asked not to be called again: the number joins the dialer's do-not-call list (the
+        same ``JobStore.add_dnc`` as ``hotline-gateway callbacks dnc``), and the call's orders still open end
+        as ``declined``. Returns how many orders this finished."""
+        def numbers() -> set[str]:
+            return {self.store.order(i).get("e164", "") for i in order_ids} - {""}
+
+        for e164 in await self._run(numbers):
+            await self._run(lambda e164=e164: self.jobs.add_dnc(e164))
+            log.info("survey: {number} declined further calls; added to the do-not-call list",
+                     number=mask_number(e164))
+        finished = 0
+        for order_id in order_ids:
+            if await self.finish(order_id, "declined") == "finished":
+                finished += 1
+        return finished
 
     def count(self, order: Mapping[str, str], status: str) -> None:
         self.metrics.finished.labels(status=status).inc()

@@ -37,6 +37,7 @@ class SurveyFlowBackend:
         speech: SpeechRecognizer | None = None,
         speech_language: str = "zh",
         finish: Callable[[str, str], Any] | None = None,
+        decline: Callable[[list[str]], Any] | None = None,
     ) -> None:
         self.clock = clock
         self._run = run_blocking
@@ -48,6 +49,8 @@ class SurveyFlowBackend:
         self.speech_language = speech_language
         #: the campaign's finish (writes once, counts once); set by the composition root
         self.finish = finish
+        #: the campaign's decline (do-not-call + ``declined``); set by the composition root
+        self.decline_orders = decline
 
     @property
     def speech_enabled(self) -> bool:
@@ -90,6 +93,12 @@ class SurveyFlowBackend:
         if self.finish is None:
             return "no-campaign"
         return await self.finish(order_id, "completed")
+
+    async def decline(self, order_ids: list[str]) -> int:
+        """"Don't call me again" (the flow's decline key): how many orders ended as declined."""
+        if self.decline_orders is None:
+            raise RuntimeError("no survey campaign: the decline was not stored")
+        return await self.decline_orders(order_ids)
 
     async def recognise(self, path: str, words: Mapping[str, str]) -> str | None:
         if self.speech is None:

@@ -25,7 +25,9 @@ ANSWERS = {
     "satisfaction": ("satisfied", "basically_satisfied", "dissatisfied", NO_RESPONSE),
 }
 #: an order's survey ends in exactly one of these (written once)
-FINAL_STATUSES = ("completed", "partial", "refused", "no_answer", "do_not_call", "rejected", "cancelled")
+#: ``declined``: the citizen pressed the flow's "don't call me again" key (the number joins the dialer's
+#: do-not-call list); ``do_not_call``: the dialer refused the number (already on that list)
+FINAL_STATUSES = ("completed", "partial", "refused", "no_answer", "declined", "do_not_call", "rejected", "cancelled")
 
 _ORDER_ID = re.compile(r"[0-9A-Za-z][0-9A-Za-z_.-]{0,63}")
 _MAX_TEXT = 200

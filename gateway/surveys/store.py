@@ -4,7 +4,9 @@ Keys (``P`` = ``<prefix>:surveys``, default ``hotline:surveys``)::
 
     P:order:<order id>   HASH    the order (fields of the event), e164, dial, status
                                  (pending | calling | one of FINAL_STATUSES), call, answers
-                                 (solved, satisfaction, *_via key|speech), comment, reached, finished_at, day
+                                 (solved, satisfaction, *_via key|speech), comment (recording id),
+                                 comment_text (masked transcript), comment_confidence, comment_transcribed_at,
+                                 reached, finished_at, day
     P:pending:<e164>     ZSET    order id → due time (orders of the number waiting for a call)
     P:numbers            ZSET    e164 → time of the number's next call (no call in progress)
     P:active:<e164>      STRING  the number's survey call in progress (= dialer job id)
@@ -13,13 +15,29 @@ Keys (``P`` = ``<prefix>:surveys``, default ``hotline:surveys``)::
     P:unsubmitted        ZSET    call id → time: calls whose dialer job is not yet confirmed
     P:calls              ZSET    call id → time: calls not yet ended (swept against the dialer's jobs)
     P:day:<YYYY-MM-DD>   ZSET    order id → finish time (the daily report's index)
-    P:outbox             STREAM  results for the platform's webhook (one entry per finished order)
-    <reopen stream>      STREAM  reopen events (dissatisfied or unsolved), default hotline:workorders:reopen
+    P:outbox             STREAM  for the platform's webhook: one result per finished order, and a
+                                 ``kind=comment`` update when a comment's transcript arrives after the result
+    <reopen stream>      STREAM  default hotline:workorders:reopen; field ``event``:
+                                 ``reopen`` (dissatisfied or unsolved: order_id, reason, solved,
+                                 satisfaction, comment_recording_id, comment_text, comment_confidence,
+                                 category, unit, finished_at) or ``comment`` (the transcript of a
+                                 reopened order's voice comment, which arrives after its reopen
+                                 event: order_id, reopened, comment_recording_id, comment_text,
+                                 comment_confidence, transcribed_at). Consumers dispatch on ``event``
+                                 (an entry without it is a reopen, from an older gateway).
 
 An order is accepted once (replays and duplicates add nothing), is in at most one
 call at a time, and is finished once: :meth:`SurveyStore.finish` writes the final
 status, the report index, the webhook outbox entry and the reopen event in one
 atomic step and refuses a second finish — exactly one result per order.
+
+Voice comments: the survey flow records the comment and queues it on the
+transcription stream (``kind=survey_comment``, ``order_id``); the ASR worker
+(``asr/worker.py``) stores the masked transcript with :meth:`SurveyStore.attach_comment`
+— never as a new work-order draft. The comment is recorded before the order is
+finished, but its transcript almost always arrives after: then it goes out as an
+update (webhook ``survey-<order id>-comment``, reopen stream ``event=comment``);
+if it arrives first, the result and the reopen event carry it themselves.
 
 All methods block (redis-py): run them in the Redis thread pool.
 """
@@ -114,8 +132,9 @@ if status == 'completed' or status == 'partial' then
   end
 end
 if reason ~= '' and reopen ~= '' then
-  redis.call('XADD', reopen, '*', 'order_id', id, 'reason', reason, 'solved', rec['solved'] or '',
+  redis.call('XADD', reopen, '*', 'event', 'reopen', 'order_id', id, 'reason', reason, 'solved', rec['solved'] or '',
     'satisfaction', rec['satisfaction'] or '', 'comment_recording_id', rec['comment'] or '',
+    'comment_text', rec['comment_text'] or '', 'comment_confidence', rec['comment_confidence'] or '',
     'category', rec['category'] or '', 'unit', rec['unit'] or '', 'finished_at', now)
   redis.call('HSET', ok, 'reopened', reason)
   rec['reopened'] = reason
@@ -123,6 +142,48 @@ end
 redis.call('XADD', P .. ':outbox', '*', 'order_id', id, 'data', cjson.encode(rec))
 if ttl > 0 then redis.call('EXPIRE', ok, ttl) end
 return {'finished', status}
+"""
+
+_COMMENT = """
+local P, id, rid, text, conf, now, reopen = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7]
+local ok = P .. ':order:' .. id
+local st = redis.call('HGET', ok, 'status')
+if not st then return {'unknown', ''} end
+local cur = redis.call('HGET', ok, 'comment') or ''
+if cur ~= '' and cur ~= rid then return {'other', cur} end
+local result = 'duplicate'
+if redis.call('HEXISTS', ok, 'comment_transcribed_at') == 0 then
+  redis.call('HSET', ok, 'comment', rid, 'comment_text', text, 'comment_confidence', conf,
+    'comment_transcribed_at', now)
+  if st == 'pending' or st == 'calling' then
+    result = 'attached'
+  else
+    local reopened = redis.call('HGET', ok, 'reopened') or ''
+    if reopened ~= '' and reopen ~= '' then
+      redis.call('XADD', reopen, '*', 'event', 'comment', 'order_id', id, 'reopened', reopened,
+        'comment_recording_id', rid, 'comment_text', text, 'comment_confidence', conf, 'transcribed_at', now)
+    end
+    redis.call('XADD', P .. ':outbox', '*', 'order_id', id, 'kind', 'comment', 'data', cjson.encode({
+      order_id = id, status = st, reopened = reopened, comment_recording_id = rid, comment_text = text,
+      comment_confidence = conf, transcribed_at = now}))
+    result = 'updated'
+  end
+end
+if #KEYS == 2 then
+  redis.call('XACK', KEYS[1], ARGV[8], ARGV[9])
+  redis.call('HDEL', KEYS[2], ARGV[9])
+end
+return {result, st}
+"""
+
+_SUBMITTED_CALLS = """
+local P, limit = ARGV[1], tonumber(ARGV[2])
+local rows = redis.call('ZRANGE', P .. ':calls', 0, limit - 1)
+local out = {}
+for _, cid in ipairs(rows) do
+  if not redis.call('ZSCORE', P .. ':unsubmitted', cid) then table.insert(out, cid) end
+end
+return out
 """
 
 _RELEASE = """
@@ -169,6 +230,8 @@ class SurveyStore:
         self._answer = client.register_script(_ANSWER)
         self._finish = client.register_script(_FINISH)
         self._release = client.register_script(_RELEASE)
+        self._submitted_calls = client.register_script(_SUBMITTED_CALLS)
+        self._comment = client.register_script(_COMMENT)
 
     def key(self, *parts: str) -> str:
         return ":".join((self.prefix, *parts))
@@ -227,6 +290,40 @@ class SurveyStore:
                                        self.result_ttl, self.result_ttl])
         return result, self.order(order_id)
 
+    def comment_transcribed(self, order_id: str, recording_id: str) -> bool:
+        """True once this recording's transcript is on the order (a redelivered job has nothing to do)."""
+        comment, at = self.client.hmget(self.key("order", order_id), "comment", "comment_transcribed_at")
+        return bool(at) and comment == recording_id
+
+    def attach_comment(self, order_id: str, recording_id: str, text: str, confidence: float | None, now: float,
+                       ack: tuple[str, str, str, str] | None = None) -> tuple[str, str]:
+        """The voice comment's transcript (masked text, confidence) onto the order's result — once.
+
+        Returns (result, the order's status), result one of:
+
+        * ``attached``  the order is still in its call: the transcript goes out with the result
+          (outbox entry and reopen event written by :meth:`finish`);
+        * ``updated``   the order was already finished: a ``comment`` update goes to the outbox
+          (posted as ``survey-<order id>-comment``) and, if the order was reopened, an
+          ``event=comment`` entry to the reopen stream;
+        * ``duplicate`` this recording's transcript is already stored (a redelivered job);
+        * ``unknown``   no such order (expired, or another key prefix);
+        * ``other``     the order's comment is another recording (the status slot holds its id).
+
+        ``ack`` = (jobs stream, group, entry id, errors hash): the transcription job is
+        acknowledged in the same atomic step when the result is ``attached``, ``updated``
+        or ``duplicate`` — no ack without a stored transcript.
+        """
+        conf = "" if confidence is None else f"{float(confidence):.3f}"
+        keys: list[str] = []
+        args: list[Any] = [self.prefix, order_id, recording_id, text, conf, repr(now), self.reopen_stream]
+        if ack is not None:
+            stream, group, entry_id, errors = ack
+            keys = [stream, errors]
+            args += [group, entry_id]
+        result, status = self._comment(keys=keys, args=args)
+        return result, status
+
     def release(self, call_id: str, now: float, spacing: float, final: str) -> int:
         """The call is over: the number is free again; its remaining orders wait for the spacing."""
         return int(self._release(args=[self.prefix, call_id, repr(now), repr(spacing), final]))
@@ -242,6 +339,16 @@ class SurveyStore:
     def open_calls(self, limit: int = 1000) -> list[str]:
         """Calls not yet ended, oldest first (for the sweep against the dialer's jobs)."""
         return self.client.zrange(self.key("calls"), 0, limit - 1)
+
+    def submitted_calls(self, limit: int = 1000) -> list[str]:
+        """Calls not yet ended whose dialer job was added, oldest first — one atomic read.
+
+        Both sets are read in one step: a call planned meanwhile (by this or another
+        instance) is either in neither or still unsubmitted, never "open with no job".
+        The job is added before the call leaves ``P:unsubmitted``, so every call
+        returned here has (or had) its dialer job.
+        """
+        return self._submitted_calls(args=[self.prefix, limit])
 
     def next_due(self) -> float | None:
         first = self.client.zrange(self.key("numbers"), 0, 0, withscores=True)

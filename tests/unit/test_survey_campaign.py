@@ -371,3 +371,70 @@ def test_a_call_whose_dialer_job_ended_while_the_gateway_was_down_is_finished_by
     restarted.clock.advance(120)
     restarted.tick()
     assert survey_redis.xlen("t:surveys:outbox") == 2  # once each
+
+
+class _PlansBetweenReads:
+    """Instance A's survey store: after A's ``at``-th store call (0: before the first), instance B plans a
+    call (its Lua step), so B's call appears during A's sweep, before B has added its dialer job."""
+
+    def __init__(self, store, at, plan):
+        self._store, self._at, self._plan, self._calls = store, at, plan, 0
+
+    def __getattr__(self, name):
+        attr = getattr(self._store, name)
+        if not callable(attr):
+            return attr
+
+        def call(*args, **kwargs):
+            if self._calls == self._at == 0:
+                self._plan()
+            result = attr(*args, **kwargs)
+            self._calls += 1
+            if self._calls == self._at:
+                self._plan()
+            return result
+
+        return call
+
+
+@pytest.mark.parametrize("at", [0, 1])
+def test_a_call_another_instance_plans_during_the_sweep_is_not_finished_as_no_answer(survey_redis, at):
+    """Two gateways: B plans a call while A sweeps, before B's job is added; A must not end it (no job yet)."""
+    a = Rig(survey_redis, delay=0)
+    b = Rig(survey_redis, clock=a.clock, delay=0)
+    b.accept("GD-1")
+    plans = []
+    a.campaign.store = _PlansBetweenReads(a.store, at, lambda: plans.extend(
+        b.store.promote(a.clock.seconds(), a.clock.seconds(), 3)))
+    assert resolve(defer.Deferred.fromCoroutine(a.campaign.sweep())) == 0
+    assert [p.call_id for p in plans] and a.store.order("GD-1")["status"] == "calling"
+    assert a.store.open_calls() == [plans[0].call_id]
+    b.tick()  # B adds its job
+    [job] = b.survey_jobs()
+    assert job.id == plans[0].call_id
+    a.clock.advance(120)
+    assert resolve(defer.Deferred.fromCoroutine(a.campaign.sweep())) == 0  # the job is pending: still open
+    assert len(a.jobs.claim(a.clock.seconds(), 10, 60)) == 1
+    a.jobs.finish(job.id, a.clock.seconds(), None, final="exhausted")
+    assert resolve(defer.Deferred.fromCoroutine(a.campaign.sweep())) == 1
+    assert a.store.order("GD-1")["status"] == "no_answer"
+
+
+def test_a_citizen_who_declines_joins_the_do_not_call_list_and_the_calls_orders_end_as_declined(survey_redis):
+    """The flow's "don't call me again" key: the dialer's own do-not-call list (as `callbacks dnc` adds to)."""
+    rig = Rig(survey_redis, delay=0)
+    rig.accept("GD-1")
+    rig.accept("GD-2")
+    rig.tick()
+    [job] = rig.survey_jobs()
+    rig.answer("GD-1", solved="unsolved")
+    assert resolve(defer.Deferred.fromCoroutine(rig.campaign.decline(["GD-1", "GD-2"]))) == 2
+    assert rig.jobs.is_dnc("+8613800138000")
+    assert [rig.store.order(i)["status"] for i in ("GD-1", "GD-2")] == ["declined", "declined"]
+    assert survey_redis.xlen("t:workorders:reopen") == 0  # a decline reopens nothing
+    statuses = [json.loads(f["data"])["status"] for _, f in survey_redis.xrange("t:surveys:outbox")]
+    assert statuses == ["declined", "declined"]
+    assert rig.sample("hotline_surveys_finished_total", status="declined") == 2
+    assert resolve(defer.Deferred.fromCoroutine(rig.campaign.decline(["GD-1"]))) == 0  # once
+    rig.end_call(job.id, "connected")
+    assert rig.store.order("GD-1")["status"] == "declined"  # the call's end changes nothing

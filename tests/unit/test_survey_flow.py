@@ -84,7 +84,7 @@ class Call:
 
 class Backend:
     def __init__(self, finished=(), down=False, speech=None, language="ko"):
-        self.answers, self.reached, self.comments, self.completed = [], [], [], []
+        self.answers, self.reached, self.comments, self.completed, self.declined = [], [], [], [], []
         self.finished = set(finished)
         self.down = down
         self.speech = speech
@@ -118,6 +118,11 @@ class Backend:
         self._check()
         self.completed.append(order_id)
         return "finished"
+
+    async def decline(self, order_ids):
+        self._check()
+        self.declined.append(list(order_ids))
+        return len(order_ids)
 
     async def recognise(self, path, words):
         if self.speech == "broken":
@@ -181,7 +186,7 @@ def test_the_comment_becomes_a_transcription_job_with_the_order_id():
 
 def test_wrong_or_missing_keys_are_asked_again_then_recorded_as_no_response():
     backend = Backend()
-    call = survey(Call(keys=["7", None, "9", "2"]), backend)
+    call = survey(Call(keys=["7", None, "8", "2"]), backend)
     assert backend.answers[0] == ("GD-1", "solved", "no_response", "no_response")
     assert call.played().count("sv_q_solved") == 3 and call.played().count("sv_invalid") == 2
     assert backend.answers[1] == ("GD-1", "satisfaction", "basically_satisfied", "key")
@@ -260,6 +265,9 @@ def test_grammar_words_pick_one_answer_and_refuse_ambiguity():
     (lambda d: d["nodes"]["q_solved"].update(question="mood"), "question must be one of"),
     (lambda d: d["nodes"]["q_solved"].update(answers={"0": "solved"}), "is not one of the keys 1-9"),
     (lambda d: d["prompts"].pop("topic_other"), "'topic_other' needs a text"),
+    (lambda d: d["nodes"]["q_solved"].update(decline_key="1"), "is also an answer key"),
+    (lambda d: d["nodes"]["q_solved"].pop("decline_next"), "'decline_key' and 'decline_next' go together"),
+    (lambda d: d["nodes"]["q_solved"].update(decline_next="nowhere"), "points to unknown node 'nowhere'"),
     (lambda d: d["settings"]["speech"]["zh"].update(solved={"好": "great"}), "is not a word and an answer"),
 ])
 def test_a_broken_survey_flow_fails_at_load_with_the_problem_named(change, problem):
@@ -270,3 +278,20 @@ def test_a_broken_survey_flow_fails_at_load_with_the_problem_named(change, probl
     with pytest.raises(FlowError) as err:
         build_flow(data, "survey.yaml", "x")
     assert any(problem in p for p in err.value.problems), err.value.problems
+
+
+@pytest.mark.parametrize("keys,answers", [(["9"], []), (["2", "9"], [("GD-1", "solved", "unsolved", "key")])])
+def test_key_9_declines_further_calls_for_every_order_of_the_call_and_ends_it(keys, answers):
+    variables = {**ORDERS, "HOTLINE_SV_COUNT": "2", "HOTLINE_SV_ORDER_2": "GD-2", "HOTLINE_SV_TOPIC_2": "noise",
+                 "HOTLINE_SV_DATE_2": "20261121"}
+    backend = Backend()
+    call = survey(Call(keys=keys, variables=variables), backend)
+    assert backend.declined == [["GD-1", "GD-2"]]
+    assert backend.answers == answers and backend.completed == [] and backend.comments == []
+    assert call.played()[-1] == "sv_declined" and call.handoff.kind == "hangup"
+    assert "survey:declined" in call.path
+
+
+def test_a_decline_the_store_could_not_take_still_ends_the_call_politely():
+    call = survey(Call(keys=["9"]), Backend(down=True))
+    assert call.played()[-1] == "sv_declined" and "survey:decline:unavailable" in call.path

@@ -7,13 +7,21 @@ import json
 
 from prometheus_client import CollectorRegistry
 from twisted.internet import defer, task
+from twisted.internet.testing import MemoryReactorClock
+from twisted.test.iosim import ConnectionCompleter
+from twisted.web.resource import Resource
+from twisted.web.server import Site
+
+from gateway.app import build_gateway
+from gateway.config import load_config
 
 from gateway.surveys.metrics import SurveyMetrics
 from gateway.surveys.report import format_csv, format_table, summarise
 from gateway.surveys.results import ResultPoster, result_body
 from gateway.surveys.speech import SpeechRecognizer, SpeechUnavailable
 
-from .test_survey_campaign import _survey_redis_server, survey_redis  # noqa: F401 — fixtures
+from .test_survey_campaign import _survey_redis_server, resolve, survey_redis  # noqa: F401 — fixtures
+from .test_survey_wiring import ENV as WIRING_ENV
 
 
 class Platform:
@@ -178,3 +186,165 @@ def test_recordings_are_read_under_the_configured_root():
     speech = SpeechRecognizer(clock=task.Clock(), run_in_pool=None, engine_factory=lambda: None,
                               recordings_root="/srv/lab/root")
     assert speech.local_path("/var/spool/x.wav") == "/srv/lab/root/var/spool/x.wav"
+
+
+# -- the production poster: real treq and twisted.web over an in-memory connection --------------------
+class _Platform(Resource):
+    """The work-order platform's results endpoint (a real twisted.web resource): answers from a list."""
+
+    isLeaf = True
+
+    def __init__(self, codes):
+        super().__init__()
+        self.codes, self.requests = list(codes), []
+
+    def render_POST(self, request):
+        self.requests.append({"path": request.path, "body": json.loads(request.content.read()),
+                              "headers": {k.decode().lower(): v[0].decode()
+                                          for k, v in request.requestHeaders.getAllRawHeaders()}})
+        request.setResponseCode(self.codes.pop(0) if self.codes else 200)
+        return b"{}"
+
+
+def _exchange(reactor, completer, pumps):
+    """Connect a new client connection to the in-memory server (if one was opened) and move the bytes."""
+    reactor.advance(0)
+    pump = completer.succeedOnce()
+    if pump is not None:
+        pumps.append(pump)
+    for each in pumps:
+        each.flush()
+
+
+def test_the_wired_poster_posts_through_treq_with_bearer_and_idempotency_key_and_retries_a_500(survey_redis):
+    """build_gateway's poster and treq_post as in production, against a twisted.web server in memory
+    (MemoryReactorClock + iosim: real HTTP/1.1 on both sides, no socket): 500, then retried after the
+    backoff and delivered; the cursor moves only then."""
+    env = {**WIRING_ENV, "HOTLINE_SURVEYS_WEBHOOK_URL": "http://platform.example:8080/survey-results",
+           "HOTLINE_SURVEYS_WEBHOOK_TOKEN": "s3cret", "HOTLINE_SURVEYS_WEBHOOK_BACKOFF": "5"}
+    reactor = MemoryReactorClock()
+    gateway = build_gateway(reactor, load_config(environ=env))
+    p = gateway.survey_poster
+    assert p is not None and p.url == "http://platform.example:8080/survey-results"
+    p._run = lambda fn: defer.maybeDeferred(fn)  # the gateway's Redis thread pool does not run on this reactor
+    platform = _Platform([500, 201])
+    reactor.listenTCP(8080, Site(platform, reactor=reactor))
+    completer, pumps = ConnectionCompleter(reactor), []
+    survey_redis.xadd(p.outbox, {"order_id": "GD-7", "data": json.dumps(
+        {"dial": "13800138000", "status": "completed", "solved": "unsolved", "reopened": "unsolved",
+         "comment": "rec-7", "category": "投诉"}, ensure_ascii=False)})
+
+    first = p.poll()
+    _exchange(reactor, completer, pumps)
+    assert resolve(first) == 0
+    [request] = platform.requests
+    assert request["path"] == b"/survey-results"
+    assert request["headers"]["authorization"] == "Bearer s3cret"
+    assert request["headers"]["idempotency-key"] == "survey-GD-7"
+    assert request["headers"]["content-type"] == "application/json; charset=utf-8"
+    assert request["body"]["order_id"] == "GD-7" and request["body"]["reopened"] == "unsolved"
+    assert request["body"]["comment_recording_id"] == "rec-7" and request["body"]["category"] == "投诉"
+    assert "13800138000" not in json.dumps(request["body"])
+    assert survey_redis.get(f"{p.outbox}:cursor") is None  # not delivered: not past it
+
+    reactor.advance(4)
+    resolve(p.poll())
+    assert len(platform.requests) == 1  # still backing off
+    reactor.advance(1)
+    second = p.poll()
+    _exchange(reactor, completer, pumps)
+    assert resolve(second) == 1
+    assert [r["headers"]["idempotency-key"] for r in platform.requests] == ["survey-GD-7"] * 2
+    assert platform.requests[1]["body"] == request["body"]
+    [(entry_id, _)] = survey_redis.xrange(p.outbox)
+    assert survey_redis.get(f"{p.outbox}:cursor") == entry_id
+
+
+# -- two gateway instances share one outbox -----------------------------------------------------------
+def test_two_instances_post_each_result_once_only_the_lease_holder_posts(survey_redis):
+    clock = task.Clock()
+    platform = Platform([])
+    a, _ = poster(survey_redis, platform, clock, owner="gw-a", lease=30)
+    b, _ = poster(survey_redis, platform, clock, owner="gw-b", lease=30)
+    for n in range(3):
+        outbox(survey_redis, f"GD-{n}")
+    resolve(a.poll())
+    resolve(b.poll())
+    outbox(survey_redis, "GD-3")
+    for _ in range(3):
+        clock.advance(5)
+        resolve(b.poll())
+        resolve(a.poll())
+    assert [h["Idempotency-Key"] for _, h, _ in platform.posts] == [f"survey-GD-{n}" for n in range(4)]
+    assert a.leader and not b.leader
+
+
+def test_a_post_in_flight_keeps_the_lease_so_the_other_instance_does_not_post_it_too(survey_redis):
+    """A slow platform: A's POST is still open after several polls (longer than the lease); A renews."""
+    clock = task.Clock()
+    answers = []
+
+    def slow_post(url, headers, body):
+        answers.append(defer.Deferred())
+        return answers[-1]
+
+    platform = Platform([])
+    a, _ = poster(survey_redis, Platform([]), clock, owner="gw-a", lease=10)
+    a._post = slow_post
+    b, _ = poster(survey_redis, platform, clock, owner="gw-b", lease=10)
+    outbox(survey_redis, "GD-1")
+    in_flight = a.poll()
+    for _ in range(6):  # 30 s: three leases long
+        clock.advance(5)
+        a.poll()
+        resolve(b.poll())
+    assert platform.posts == [] and len(answers) == 1
+    answers[0].callback(200)
+    assert resolve(in_flight) == 1
+    clock.advance(5)
+    resolve(b.poll())
+    assert platform.posts == []  # delivered once, by A
+
+
+def test_an_instance_backing_off_keeps_the_lease_so_a_failing_platform_is_not_hammered(survey_redis):
+    clock = task.Clock()
+    platform = Platform([503])
+    a, _ = poster(survey_redis, platform, clock, owner="gw-a", lease=10)
+    b, _ = poster(survey_redis, platform, clock, owner="gw-b", lease=10)
+    outbox(survey_redis, "GD-1")
+    resolve(a.poll())  # 503: A backs off for 5 s
+    clock.advance(2)
+    resolve(b.poll())
+    clock.advance(2)
+    resolve(a.poll())
+    resolve(b.poll())
+    assert len(platform.posts) == 1
+    clock.advance(1)
+    resolve(a.poll())
+    assert len(platform.posts) == 2 and platform.posts[1][1]["Idempotency-Key"] == "survey-GD-1"
+
+
+def test_when_the_holder_dies_or_stops_another_instance_takes_over_and_the_dead_one_cannot_move_the_cursor(
+        survey_redis):
+    clock = task.Clock()
+    platform = Platform([])
+    a, _ = poster(survey_redis, platform, clock, owner="gw-a", lease=10)
+    b, _ = poster(survey_redis, platform, clock, owner="gw-b", lease=10)
+    outbox(survey_redis, "GD-1")
+    answers = []
+    a._post = lambda url, headers, body: answers.append(defer.Deferred()) or answers[-1]
+    stalled = a.poll()  # A stalls mid-POST (e.g. its process is paused) and stops renewing
+    clock.advance(11)
+    survey_redis.delete(a.lock_key)  # its lease expired (PX runs on Redis's own clock, not task.Clock)
+    resolve(b.poll())
+    assert [h["Idempotency-Key"] for _, h, _ in platform.posts] == ["survey-GD-1"] and b.leader
+    answers[0].callback(200)  # A's late answer: it no longer holds the lease
+    assert resolve(stalled) == 0 and not a.leader
+    [(entry_id, _)] = survey_redis.xrange("t:surveys:outbox")
+    assert survey_redis.get("t:surveys:outbox:cursor") == entry_id
+    outbox(survey_redis, "GD-2")
+    a._post = platform.post
+    resolve(b.stop())
+    resolve(a.poll())  # B gave the lease up: A takes over at once
+    assert platform.posts[-1][1]["Idempotency-Key"] == "survey-GD-2" and a.leader
+

@@ -24,6 +24,7 @@ def test_surveys_enabled_are_a_campaign_of_the_dialer_with_their_own_policy_and_
     assert gateway.surveys.on_final in gateway.dialer._final_listeners
     runner = gateway.flows._runners["survey"]
     assert runner.survey is not None and runner.survey.finish == gateway.surveys.finish
+    assert runner.survey.decline_orders == gateway.surveys.decline
     assert gateway.surveys.settings.topics["路灯"] == "streetlight"
 
 
