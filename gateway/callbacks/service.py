@@ -7,8 +7,10 @@ Rules (``[callbacks]`` configuration):
 * a number with an open callback created within ``merge_window`` seconds is
   not called twice: the new request merges into it and the earlier place in
   line is kept;
-* when the citizen calls again and an agent answers, the pending callback is
-  cancelled (a call already ringing is not cut off);
+* when the citizen calls again and an agent answers, every open callback of
+  the number is cancelled at once — with ``merge_window`` shorter than
+  ``expiry`` a number can have more than one (a call already ringing is not
+  cut off, only its retries);
 * place in line: a callback's due time is its *original* time — when the
   caller joined the queue (abandons) or asked for the callback (IVR) — so the
   dialer serves them first in, first out;
@@ -148,21 +150,20 @@ class CallbackService:
         return d
 
     # -- cancellation -----------------------------------------------------------------------------
-    async def cancel_for_number(self, caller: str, reason: str) -> int:
+    async def cancel_for_number(self, caller: str, reason: str) -> dict[str, int]:
+        """Cancel every open callback of the number (one atomic step); job id → 2 cancelled,
+        1 cancel requested (a call in progress: no retry after it)."""
         decision = self.policy.check(caller)
-        if not decision.allowed:
-            return 0
+        if not decision.e164:
+            return {}
         now = self.clock.seconds()
-
-        def cancel() -> int:
-            job_id = self.store.open_job(CALLBACK_CAMPAIGN, decision.e164)
-            return self.store.cancel(job_id, now, reason) if job_id else 0
-
-        result = await self._run(cancel)
-        if result:
+        results = await self._run(lambda: self.store.cancel_open(CALLBACK_CAMPAIGN, decision.e164, now, reason))
+        for job_id, result in sorted(results.items()):
             self.metrics.cancelled.labels(reason=reason).inc()
-            log.info("callback for {number} cancelled ({reason})", number=mask_number(decision.dial), reason=reason)
-        return result
+            log.info("callback {job} for {number} {result} ({reason})", job=job_id,
+                     number=mask_number(decision.dial or caller),
+                     result="cancelled" if result == 2 else "cancel requested", reason=reason)
+        return results
 
     def on_answered(self, uniqueid: str, caller: str, queue: str, at: float) -> None:
         """The monitor's answer listener: the citizen called again and reached an agent.

@@ -117,6 +117,23 @@ def test_cancel_when_the_citizen_calls_again_and_is_answered(dialer_redis):
     assert rig.sample("hotline_callbacks_cancelled_total", reason="answered-again") == 1
 
 
+
+def test_calling_again_cancels_every_pending_callback_of_the_number_not_only_the_newest(dialer_redis):
+    """Merge window 4 h, expiry 24 h: an abandon 5 h ago and one now are two callbacks; both stop."""
+    rig = Rig(dialer_redis, merge_window=4 * 3600, expiry=24 * 3600)
+    rig.clock.advance(-5 * 3600)
+    rig.resolve(rig.service.on_abandon(abandon("early", joined=NOW - 5 * 3600 - 60)))
+    rig.clock.advance(5 * 3600)
+    rig.resolve(rig.service.on_abandon(abandon("late")))
+    assert {j.id for j in rig.store.list("callback", state="pending")} == {"cb-early", "cb-late"}
+    state = HotlineState()
+    state.add_answer_listener(rig.service.on_answered)
+    state.caller_joined("u2", "12345", NOW, caller="13800138000")
+    state.agent_connected("u2", "12345", NOW + 5)
+    assert rig.store.get("cb-early").outcome == rig.store.get("cb-late").outcome == "cancelled"
+    assert rig.store.claim(NOW + 10, 10, 30) == []
+    assert rig.sample("hotline_callbacks_cancelled_total", reason="answered-again") == 2
+
 def test_ivr_requests_keep_their_original_place_among_abandons(dialer_redis):
     rig = Rig(dialer_redis)
     rig.resolve(rig.service.on_abandon(abandon("late", "13900000002", joined=NOW - 100)))
