@@ -236,6 +236,7 @@ def build_dialer(reactor, config: GatewayConfig, client, run_blocking, registry:
             per_number_cap=d.per_number_cap, min_talk=c.min_talk, retry_interval=config.redis.retry_interval,
             callback_priority=c.priority,
         ),
+        policy=policy,
     )
     for name, handler in dialer.subscriptions().items():
         monitor.router.subscribe(name, handler)
