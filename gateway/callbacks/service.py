@@ -39,7 +39,7 @@ from ..dialer.originate import ATTEMPT_PREFIX, AttemptOutcome
 from ..dialer.policy import NumberPolicy
 from ..masking import mask_number
 from ..monitor.model import AbandonedCall
-from .metrics import CallbackMetrics
+from .metrics import BROAD_RATE_SOURCES, CallbackMetrics, source_label
 
 __all__ = ["CALLBACK_CAMPAIGN", "CallbackService", "CallbackSettings"]
 
@@ -70,6 +70,17 @@ def job_id_for(call_id: str) -> str:
     if not clean:
         clean = hashlib.sha1(call_id.encode()).hexdigest()[:16]
     return f"cb-{clean}"
+
+
+def lost_at(job: Job) -> float:
+    """When the call was lost: the abandon (``abandoned_at``) or the safety net's ``missed_at``;
+    for IVR, API and console requests (no lost call), the request's original time."""
+    key = {"abandon": "abandoned_at", "safety-net": "missed_at"}.get(job.payload.get("source"))
+    try:
+        value = float(job.payload.get(key, 0)) if key else 0.0
+    except (TypeError, ValueError):
+        value = 0.0
+    return value if value > 0 else job.original_at
 
 
 class CallbackService:
@@ -194,8 +205,11 @@ class CallbackService:
         if final == "expired":
             self.metrics.expired.inc()
         if final == "connected":
-            self.metrics.latency.observe(max(0.0, at - job.original_at))
-            self._count_connected(job.payload.get("queue") or job.queue)
+            source = source_label(job.payload.get("source"))
+            self.metrics.connected.labels(source=source).inc()
+            self.metrics.latency.labels(source=source).observe(max(0.0, at - lost_at(job)))
+            if source in BROAD_RATE_SOURCES:
+                self._count_connected(job.payload.get("queue") or job.queue)
 
     # -- reads (API, console) -------------------------------------------------------------------------
     async def list(self, state: str | None = None, limit: int = 100) -> list[Job]:
