@@ -36,7 +36,7 @@ from twisted.logger import Logger
 
 from ..dialer.jobs import Job, JobStore, NewJob
 from ..dialer.originate import ATTEMPT_PREFIX, AttemptOutcome
-from ..dialer.policy import NumberPolicy
+from ..dialer.policy import NumberPolicy, national_digits
 from ..masking import mask_number
 from ..monitor.model import AbandonedCall
 from .metrics import BROAD_RATE_SOURCES, CallbackMetrics, source_label
@@ -187,8 +187,9 @@ class CallbackService:
         d.addErrback(lambda f: log.warn("callback cancel failed: {error}", error=f.getErrorMessage()))
 
     async def cancel(self, job_id: str, reason: str = "api") -> int:
+        """Cancel one callback (a job of another campaign, a survey call, is left alone: 0, as unknown)."""
         now = self.clock.seconds()
-        result = await self._run(lambda: self.store.cancel(job_id, now, reason))
+        result = await self._run(lambda: self.store.cancel(job_id, now, reason, campaign=CALLBACK_CAMPAIGN))
         if result:
             self.metrics.cancelled.labels(reason=reason).inc()
         return result
@@ -216,4 +217,34 @@ class CallbackService:
         return await self._run(lambda: self.store.list(CALLBACK_CAMPAIGN, state, limit))
 
     async def show(self, job_id: str) -> tuple[Job | None, list[dict[str, Any]]]:
-        return await self._run(lambda: (self.store.get(job_id), self.store.history(job_id)))
+        """One callback and its history; (None, []) for an unknown id or a job of another campaign."""
+        def read() -> tuple[Job | None, list[dict[str, Any]]]:
+            job = self.store.get(job_id)
+            if job is None or job.campaign != CALLBACK_CAMPAIGN:
+                return None, []
+            return job, self.store.history(job_id)
+
+        return await self._run(read)
+
+    # -- do-not-call (declined follow-up) ----------------------------------------------------------------
+    async def dnc_list(self, limit: int = 1000) -> tuple[int, list[str]]:
+        """(how many numbers are on the list, up to ``limit`` of them masked)."""
+        count, numbers = await self._run(lambda: self.store.list_dnc(limit))
+        return count, sorted(mask_number(national_digits(e164)) for e164 in numbers)
+
+    async def dnc_change(self, number: str, add: bool, via: str = "api") -> tuple[str, str]:
+        """Add a number to (or remove it from) the do-not-call list. The number goes through the
+        policy's parser (any valid number, whether or not its kind may be dialled); returns
+        (``added``|``already``|``removed``|``not-listed``|``refused``, masked number or the refusal's reason)."""
+        decision = self.policy.check(number)
+        if not decision.e164:
+            return "refused", decision.reason
+        masked = mask_number(decision.dial or national_digits(decision.e164))
+        if add:
+            changed = await self._run(lambda: self.store.add_dnc(decision.e164))
+            result = "added" if changed else "already"
+        else:
+            changed = await self._run(lambda: self.store.remove_dnc(decision.e164))
+            result = "removed" if changed else "not-listed"
+        log.info("do-not-call list: {number} {result} (via {via})", number=masked, result=result, via=via)
+        return result, masked

@@ -212,7 +212,8 @@ end
 """
 
 _CANCEL = _CANCEL_ONE + """
-local P, id, now, reason, ttl = ARGV[1], ARGV[2], ARGV[3], ARGV[4], tonumber(ARGV[5])
+local P, id, now, reason, ttl, campaign = ARGV[1], ARGV[2], ARGV[3], ARGV[4], tonumber(ARGV[5]), ARGV[6]
+if campaign ~= '' and redis.call('HGET', P .. ':job:' .. id, 'campaign') ~= campaign then return 0 end
 return cancel_one(P, id, now, reason, ttl, true)
 """
 
@@ -408,9 +409,10 @@ class JobStore:
         raw = self._recover(args=[self.prefix, repr(now), self.owner, repr(now + lease), limit])
         return [Job.from_hash(_pairs(item)) for item in raw]
 
-    def cancel(self, job_id: str, now: float, reason: str) -> int:
-        """0 unknown/finished, 1 cancel requested (a call in progress is not hung up), 2 cancelled."""
-        return int(self._cancel(args=[self.prefix, job_id, repr(now), reason, self.done_ttl]))
+    def cancel(self, job_id: str, now: float, reason: str, campaign: str = "") -> int:
+        """0 unknown/finished (or, with ``campaign``, a job of another campaign), 1 cancel requested
+        (a call in progress is not hung up), 2 cancelled."""
+        return int(self._cancel(args=[self.prefix, job_id, repr(now), reason, self.done_ttl, campaign]))
 
     def cancel_open(self, campaign: str, e164: str, now: float, reason: str) -> dict[str, int]:
         """Cancel every open job of a number in ``campaign`` in one step (the citizen called
@@ -431,11 +433,22 @@ class JobStore:
         return set(self.client.smembers(self.open_set_key(campaign, e164)))
 
     # -- do-not-call ------------------------------------------------------------------------
-    def add_dnc(self, e164: str) -> None:
-        self.client.sadd(self.key("dnc"), e164)
+    def add_dnc(self, e164: str) -> bool:
+        """True if the number was not on the list yet."""
+        return bool(self.client.sadd(self.key("dnc"), e164))
 
-    def remove_dnc(self, e164: str) -> None:
-        self.client.srem(self.key("dnc"), e164)
+    def remove_dnc(self, e164: str) -> bool:
+        """True if the number was on the list."""
+        return bool(self.client.srem(self.key("dnc"), e164))
+
+    def list_dnc(self, limit: int = 1000) -> tuple[int, list[str]]:
+        """(size of the list, up to ``limit`` of its E.164 numbers in no particular order)."""
+        numbers: list[str] = []
+        for e164 in self.client.sscan_iter(self.key("dnc"), count=min(limit, 1000)):
+            numbers.append(e164)
+            if len(numbers) >= limit:
+                break
+        return int(self.client.scard(self.key("dnc"))), numbers
 
     def is_dnc(self, e164: str) -> bool:
         return bool(self.client.sismember(self.key("dnc"), e164))

@@ -24,7 +24,8 @@ from dataclasses import dataclass
 import phonenumbers
 from phonenumbers import PhoneNumberType
 
-__all__ = ["DEFAULT_KINDS", "DIALPLAN_KINDS", "KINDS", "NumberPolicy", "PolicyDecision", "undialable_kinds"]
+__all__ = ["DEFAULT_KINDS", "DIALPLAN_KINDS", "KINDS", "NumberPolicy", "PolicyDecision", "national_digits",
+           "undialable_kinds"]
 
 KINDS = frozenset({"mobile", "landline", "tollfree", "shared", "premium", "international", "other"})
 DEFAULT_KINDS = frozenset({"mobile", "landline"})
@@ -52,6 +53,18 @@ class PolicyDecision:
     reason: str = ""
     #: E.164 form (for keys: one number, one identity however it was written)
     e164: str = ""
+
+
+def national_digits(e164: str) -> str:
+    """``+8613800138000`` → ``13800138000``, ``+862088889999`` → ``02088889999`` (for masked display)."""
+    try:
+        number = phonenumbers.parse(e164, None)
+    except phonenumbers.NumberParseException:
+        return e164
+    if number.country_code != 86:
+        return e164
+    return "".join(ch for ch in phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.NATIONAL)
+                   if ch.isdigit())
 
 
 def undialable_kinds(kinds: str) -> list[str]:
