@@ -240,6 +240,7 @@ def build_dialer(reactor, config: GatewayConfig, client, run_blocking, registry:
             per_number_cap=d.per_number_cap, min_talk=c.min_talk, retry_interval=config.redis.retry_interval,
             callback_priority=c.priority,
         ),
+        policy=policy,
     )
     for name, handler in dialer.subscriptions().items():
         monitor.router.subscribe(name, handler)
@@ -439,14 +440,16 @@ def _show_config(args: argparse.Namespace) -> int:
 
 
 def _callbacks(args: argparse.Namespace) -> int:
-    """``hotline-gateway callbacks list|show|cancel|add|dnc`` against Redis (blocking: a console command)."""
+    """``hotline-gateway callbacks list|show|cancel|add|dnc`` against Redis (blocking: a console command).
+
+    ``dnc [add] NUMBER``, ``dnc remove NUMBER``, ``dnc list``: the do-not-call list (shown masked)."""
     import time
 
     import redis
 
     from .callbacks.service import CALLBACK_CAMPAIGN, job_id_for
     from .dialer.jobs import JobStore, NewJob
-    from .dialer.policy import NumberPolicy
+    from .dialer.policy import NumberPolicy, national_digits
     from .masking import mask_number
 
     config = load_config(args.config)
@@ -460,7 +463,7 @@ def _callbacks(args: argparse.Namespace) -> int:
         return 0
     if args.action == "show":
         job = store.get(args.target)
-        if job is None:
+        if job is None or job.campaign != CALLBACK_CAMPAIGN:
             print(f"no callback {args.target}", file=sys.stderr)
             return 1
         view = job.public()
@@ -468,18 +471,37 @@ def _callbacks(args: argparse.Namespace) -> int:
         print(json.dumps({"callback": view, "history": store.history(args.target)}, indent=2, ensure_ascii=False))
         return 0
     if args.action == "cancel":
-        result = store.cancel(args.target, now, "console")
+        result = store.cancel(args.target, now, "console", campaign=CALLBACK_CAMPAIGN)
         print({0: "no pending callback", 1: "cancel requested (call in progress)", 2: "cancelled"}[result])
         return 0 if result else 1
     policy = NumberPolicy.from_text(config.dialer.allowed_kinds, config.dialer.local_area_code)
+    if args.action == "dnc":
+        verb, number = (args.target, args.number) if args.target in ("add", "remove", "list") else ("add", args.target)
+        if verb == "list":
+            count, numbers = store.list_dnc(args.limit)
+            for masked in sorted(mask_number(national_digits(e164)) for e164 in numbers):
+                print(masked)
+            shown = f" ({len(numbers)} shown, --limit for more)" if count > len(numbers) else ""
+            print(f"{count} number(s) on the do-not-call list{shown}")
+            return 0
+        decision = policy.check(number)
+        if not decision.e164:  # any valid number, whether or not its kind may be dialled
+            print(f"refused: {decision.reason}", file=sys.stderr)
+            return 1
+        masked = mask_number(decision.dial or national_digits(decision.e164))
+        if verb == "add":
+            store.add_dnc(decision.e164)
+            print(f"{masked} is on the do-not-call list")
+            return 0
+        if not store.remove_dnc(decision.e164):
+            print(f"{masked} was not on the do-not-call list", file=sys.stderr)
+            return 1
+        print(f"{masked} is off the do-not-call list")
+        return 0
     decision = policy.check(args.target)
     if not decision.allowed:
         print(f"refused: {decision.reason}", file=sys.stderr)
         return 1
-    if args.action == "dnc":
-        store.add_dnc(decision.e164)
-        print(f"{mask_number(decision.dial)} is on the do-not-call list")
-        return 0
     c = config.callbacks
     call_id = f"console-{int(now * 1000)}"
     result, job_id = store.add(NewJob(job_id_for(call_id), CALLBACK_CAMPAIGN, decision.dial, decision.e164, now, now,
@@ -502,9 +524,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     check.add_argument("directory", nargs="?", help="flow directory (default: configured)")
     check.set_defaults(func=_check_flows)
     sub.add_parser("config", help="print the effective configuration (secrets hidden)").set_defaults(func=_show_config)
-    cb = sub.add_parser("callbacks", help="list / show / cancel / add callbacks, or add a number to do-not-call")
+    cb = sub.add_parser("callbacks", help="list / show / cancel / add callbacks; the do-not-call list "
+                                          "(dnc [add] NUMBER, dnc remove NUMBER, dnc list)")
     cb.add_argument("action", choices=("list", "show", "cancel", "add", "dnc"))
-    cb.add_argument("target", nargs="?", default="", help="callback id (show, cancel) or number (add, dnc)")
+    cb.add_argument("target", nargs="?", default="",
+                    help="callback id (show, cancel), number (add), add|remove|list or a number to add (dnc)")
+    cb.add_argument("number", nargs="?", default="", help="dnc add|remove: the number")
     cb.add_argument("--state", choices=("pending", "leased", "done"), help="list: only this state")
     cb.add_argument("--limit", type=int, default=50)
     cb.set_defaults(func=_callbacks)

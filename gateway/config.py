@@ -149,7 +149,8 @@ class DialerConfig:
     max_outbound: int = 5
     #: new outbound calls per second on the trunk
     calls_per_second: float = 1.0
-    #: number kinds that may be dialled: mobile, landline, tollfree, shared, premium, international
+    #: number kinds that may be dialled: mobile, landline (the only kinds the dialplan's
+    #: [hotline-callback-out] dials; tollfree, shared, premium, international, other are refused at load)
     allowed_kinds: str = "mobile,landline"
     #: area code completing a local landline number written without it ("020")
     local_area_code: str = ""
@@ -474,7 +475,7 @@ def _validate_asr(asr: AsrConfig) -> None:
 
 
 def _validate_dialer(config: GatewayConfig) -> None:
-    from .dialer.policy import NumberPolicy
+    from .dialer.policy import NumberPolicy, undialable_kinds
     from .dialer.retry import RetryPolicy
     from .dialer.windows import CallWindows
 
@@ -485,6 +486,13 @@ def _validate_dialer(config: GatewayConfig) -> None:
         RetryPolicy.from_text(d.backoff, d.max_attempts)
     except ValueError as exc:
         raise ConfigError(f"dialer: {exc}") from None
+    undialable = undialable_kinds(d.allowed_kinds)
+    if undialable:
+        raise ConfigError(
+            f"dialer.allowed_kinds: {', '.join(undialable)} cannot be dialled — asterisk_conf/extensions.conf "
+            "[hotline-callback-out] only dials Chinese mobile (1XXXXXXXXXX) and landline (0 + area code) numbers "
+            "and refuses every other call; allow only mobile and landline"
+        )
     if min(d.trunk_channels, d.max_attempts, d.batch) < 1 or d.inbound_reserve < 0 or d.max_outbound < 0:
         raise ConfigError("dialer: trunk_channels, max_attempts, batch ≥ 1; inbound_reserve, max_outbound ≥ 0")
     if d.inbound_reserve >= d.trunk_channels:

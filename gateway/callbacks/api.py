@@ -8,6 +8,14 @@ a token the API answers 503 to everyone. Numbers are masked in every answer.
     GET    /callbacks/<id>                                   one callback with its history
     POST   /callbacks   {"number": "...", "note": "..."}     add a manual callback (source api)
     DELETE /callbacks/<id>                                   cancel (a call in progress finishes)
+    GET    /callbacks/dnc[?limit=N]                          the do-not-call list (masked numbers)
+    POST   /callbacks/dnc {"number": "..."}                  put a number on it (declined follow-up)
+    DELETE /callbacks/dnc {"number": "..."}                  take a number off it
+
+``<id>`` is a callback's id: jobs of other campaigns (survey calls) are
+neither shown nor cancelled here. The do-not-call list holds for every
+campaign of the dialer; a number is added or removed by its full digits in the
+body (never in the URL, which access logs keep) and answered masked.
 """
 from __future__ import annotations
 
@@ -84,8 +92,24 @@ class CallbacksResource(resource.Resource):
         request.setResponseCode(code)
         return json.dumps(body, ensure_ascii=False).encode()
 
+    @staticmethod
+    def _body(request) -> tuple[int, Any]:
+        """(0, the JSON object) or (an error code, its body)."""
+        body = request.content.read(_MAX_BODY + 1) if request.content is not None else b""
+        if len(body) > _MAX_BODY:
+            return 413, {"error": "body too large"}
+        try:
+            data = json.loads(body or b"{}")
+        except ValueError:
+            return 400, {"error": "body must be JSON"}
+        if not isinstance(data, dict) or not isinstance(data.get("number"), str):
+            return 400, {"error": "need {\"number\": \"...\"}"}
+        return 0, data
+
     # -- routes ---------------------------------------------------------------------------
     async def _route(self, request, method: str, path: list[str]) -> tuple[int, Any]:
+        if path[:1] == ["dnc"]:
+            return await self._dnc(request, method, path[1:])
         if method == "GET" and not path:
             state = (request.args.get(b"state") or [b""])[0].decode() or None
             try:
@@ -100,15 +124,9 @@ class CallbacksResource(resource.Resource):
                 return 404, {"error": "no such callback"}
             return 200, {"callback": _job_view(job), "history": history}
         if method == "POST" and not path:
-            body = request.content.read(_MAX_BODY + 1) if request.content is not None else b""
-            if len(body) > _MAX_BODY:
-                return 413, {"error": "body too large"}
-            try:
-                data = json.loads(body or b"{}")
-            except ValueError:
-                return 400, {"error": "body must be JSON"}
-            if not isinstance(data, dict) or not isinstance(data.get("number"), str):
-                return 400, {"error": "need {\"number\": \"...\"}"}
+            code, data = self._body(request)
+            if code:
+                return code, data
             mode = data.get("mode")
             if mode not in (None, "citizen-first", "agent-first"):
                 return 400, {"error": "mode must be citizen-first or agent-first"}
@@ -128,3 +146,25 @@ class CallbacksResource(resource.Resource):
                 return 404, {"error": "no pending callback with this id"}
             return 200, {"result": "cancelled" if result == 2 else "cancel-requested"}
         return 405 if path in ([],) or len(path) == 1 else 404, {"error": "not supported"}
+
+    async def _dnc(self, request, method: str, rest: list[str]) -> tuple[int, Any]:
+        if rest:
+            return 404, {"error": "not supported"}
+        if method == "GET":
+            try:
+                limit = max(1, min(10000, int((request.args.get(b"limit") or [b"1000"])[0])))
+            except ValueError:
+                return 400, {"error": "limit must be a number"}
+            count, numbers = await self.service.dnc_list(limit)
+            return 200, {"count": count, "numbers": numbers}
+        if method not in ("POST", "DELETE"):
+            return 405, {"error": "not supported"}
+        code, data = self._body(request)
+        if code:
+            return code, data
+        result, detail = await self.service.dnc_change(data["number"], add=method == "POST", via="api")
+        if result == "refused":
+            return 400, {"error": f"not a valid phone number: {detail}"}
+        if result == "not-listed":
+            return 404, {"error": "number not on the do-not-call list", "number": detail}
+        return 201 if result == "added" else 200, {"result": result, "number": detail}

@@ -7,8 +7,10 @@ Rules (``[callbacks]`` configuration):
 * a number with an open callback created within ``merge_window`` seconds is
   not called twice: the new request merges into it and the earlier place in
   line is kept;
-* when the citizen calls again and an agent answers, the pending callback is
-  cancelled (a call already ringing is not cut off);
+* when the citizen calls again and an agent answers, every open callback of
+  the number is cancelled at once — with ``merge_window`` shorter than
+  ``expiry`` a number can have more than one (a call already ringing is not
+  cut off, only its retries);
 * place in line: a callback's due time is its *original* time — when the
   caller joined the queue (abandons) or asked for the callback (IVR) — so the
   dialer serves them first in, first out;
@@ -34,10 +36,10 @@ from twisted.logger import Logger
 
 from ..dialer.jobs import Job, JobStore, NewJob
 from ..dialer.originate import ATTEMPT_PREFIX, AttemptOutcome
-from ..dialer.policy import NumberPolicy
+from ..dialer.policy import NumberPolicy, national_digits
 from ..masking import mask_number
 from ..monitor.model import AbandonedCall
-from .metrics import CallbackMetrics
+from .metrics import BROAD_RATE_SOURCES, CallbackMetrics, source_label
 
 __all__ = ["CALLBACK_CAMPAIGN", "CallbackService", "CallbackSettings"]
 
@@ -68,6 +70,17 @@ def job_id_for(call_id: str) -> str:
     if not clean:
         clean = hashlib.sha1(call_id.encode()).hexdigest()[:16]
     return f"cb-{clean}"
+
+
+def lost_at(job: Job) -> float:
+    """When the call was lost: the abandon (``abandoned_at``) or the safety net's ``missed_at``;
+    for IVR, API and console requests (no lost call), the request's original time."""
+    key = {"abandon": "abandoned_at", "safety-net": "missed_at"}.get(job.payload.get("source"))
+    try:
+        value = float(job.payload.get(key, 0)) if key else 0.0
+    except (TypeError, ValueError):
+        value = 0.0
+    return value if value > 0 else job.original_at
 
 
 class CallbackService:
@@ -148,21 +161,20 @@ class CallbackService:
         return d
 
     # -- cancellation -----------------------------------------------------------------------------
-    async def cancel_for_number(self, caller: str, reason: str) -> int:
+    async def cancel_for_number(self, caller: str, reason: str) -> dict[str, int]:
+        """Cancel every open callback of the number (one atomic step); job id → 2 cancelled,
+        1 cancel requested (a call in progress: no retry after it)."""
         decision = self.policy.check(caller)
-        if not decision.allowed:
-            return 0
+        if not decision.e164:
+            return {}
         now = self.clock.seconds()
-
-        def cancel() -> int:
-            job_id = self.store.open_job(CALLBACK_CAMPAIGN, decision.e164)
-            return self.store.cancel(job_id, now, reason) if job_id else 0
-
-        result = await self._run(cancel)
-        if result:
+        results = await self._run(lambda: self.store.cancel_open(CALLBACK_CAMPAIGN, decision.e164, now, reason))
+        for job_id, result in sorted(results.items()):
             self.metrics.cancelled.labels(reason=reason).inc()
-            log.info("callback for {number} cancelled ({reason})", number=mask_number(decision.dial), reason=reason)
-        return result
+            log.info("callback {job} for {number} {result} ({reason})", job=job_id,
+                     number=mask_number(decision.dial or caller),
+                     result="cancelled" if result == 2 else "cancel requested", reason=reason)
+        return results
 
     def on_answered(self, uniqueid: str, caller: str, queue: str, at: float) -> None:
         """The monitor's answer listener: the citizen called again and reached an agent.
@@ -175,8 +187,9 @@ class CallbackService:
         d.addErrback(lambda f: log.warn("callback cancel failed: {error}", error=f.getErrorMessage()))
 
     async def cancel(self, job_id: str, reason: str = "api") -> int:
+        """Cancel one callback (a job of another campaign, a survey call, is left alone: 0, as unknown)."""
         now = self.clock.seconds()
-        result = await self._run(lambda: self.store.cancel(job_id, now, reason))
+        result = await self._run(lambda: self.store.cancel(job_id, now, reason, campaign=CALLBACK_CAMPAIGN))
         if result:
             self.metrics.cancelled.labels(reason=reason).inc()
         return result
@@ -193,12 +206,45 @@ class CallbackService:
         if final == "expired":
             self.metrics.expired.inc()
         if final == "connected":
-            self.metrics.latency.observe(max(0.0, at - job.original_at))
-            self._count_connected(job.payload.get("queue") or job.queue)
+            source = source_label(job.payload.get("source"))
+            self.metrics.connected.labels(source=source).inc()
+            self.metrics.latency.labels(source=source).observe(max(0.0, at - lost_at(job)))
+            if source in BROAD_RATE_SOURCES:
+                self._count_connected(job.payload.get("queue") or job.queue)
 
     # -- reads (API, console) -------------------------------------------------------------------------
     async def list(self, state: str | None = None, limit: int = 100) -> list[Job]:
         return await self._run(lambda: self.store.list(CALLBACK_CAMPAIGN, state, limit))
 
     async def show(self, job_id: str) -> tuple[Job | None, list[dict[str, Any]]]:
-        return await self._run(lambda: (self.store.get(job_id), self.store.history(job_id)))
+        """One callback and its history; (None, []) for an unknown id or a job of another campaign."""
+        def read() -> tuple[Job | None, list[dict[str, Any]]]:
+            job = self.store.get(job_id)
+            if job is None or job.campaign != CALLBACK_CAMPAIGN:
+                return None, []
+            return job, self.store.history(job_id)
+
+        return await self._run(read)
+
+    # -- do-not-call (declined follow-up) ----------------------------------------------------------------
+    async def dnc_list(self, limit: int = 1000) -> tuple[int, list[str]]:
+        """(how many numbers are on the list, up to ``limit`` of them masked)."""
+        count, numbers = await self._run(lambda: self.store.list_dnc(limit))
+        return count, sorted(mask_number(national_digits(e164)) for e164 in numbers)
+
+    async def dnc_change(self, number: str, add: bool, via: str = "api") -> tuple[str, str]:
+        """Add a number to (or remove it from) the do-not-call list. The number goes through the
+        policy's parser (any valid number, whether or not its kind may be dialled); returns
+        (``added``|``already``|``removed``|``not-listed``|``refused``, masked number or the refusal's reason)."""
+        decision = self.policy.check(number)
+        if not decision.e164:
+            return "refused", decision.reason
+        masked = mask_number(decision.dial or national_digits(decision.e164))
+        if add:
+            changed = await self._run(lambda: self.store.add_dnc(decision.e164))
+            result = "added" if changed else "already"
+        else:
+            changed = await self._run(lambda: self.store.remove_dnc(decision.e164))
+            result = "removed" if changed else "not-listed"
+        log.info("do-not-call list: {number} {result} (via {via})", number=masked, result=result, via=via)
+        return result, masked

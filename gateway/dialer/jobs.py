@@ -7,7 +7,8 @@ Keys (``P`` = ``<prefix>:dialer``, default ``hotline:dialer``)::
     P:due                 ZSET   id → due time          (pending jobs only)
     P:leases              ZSET   id → lease expiry      (leased jobs only)
     P:history:<id>        LIST   one JSON entry per attempt / event
-    P:open:<campaign>:<e164>  STRING  the number's open job (merging, cancelling)
+    P:open:<campaign>:<e164>  STRING  the number's newest open job (merging)
+    P:open-set:<campaign>:<e164>  SET  every open (not done) job of the number (cancelling them all)
     P:dials:<e164>        ZSET   attempt id → dial time (per-number cap over 24 h)
     P:dnc                 SET    E.164 numbers never to dial (do-not-call, declined follow-up)
     P:jobs                ZSET   id → created time (listing)
@@ -40,7 +41,7 @@ _DONE_TTL = 30 * 24 * 3600
 _ADD = """
 local P, id, now = ARGV[1], ARGV[2], tonumber(ARGV[3])
 local due_at, original_at, merge_window = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
-local open_key = ARGV[7]
+local open_key, open_set = ARGV[7], ARGV[8]
 local jk = P .. ':job:' .. id
 if redis.call('EXISTS', jk) == 1 then return {'exists', id} end
 if open_key ~= '' and merge_window >= 0 then
@@ -51,6 +52,11 @@ if open_key ~= '' and merge_window >= 0 then
     local created = tonumber(redis.call('HGET', ek, 'created_at') or '0')
     if st and st ~= 'done' and now - created <= merge_window then
       redis.call('HINCRBY', ek, 'merged', 1)
+      if open_set ~= '' then
+        -- a job written before the open set existed joins it here
+        redis.call('HSET', ek, 'open_set', open_set)
+        redis.call('SADD', open_set, existing)
+      end
       redis.call('RPUSH', P .. ':history:' .. existing,
         cjson.encode({at = now, event = 'merged', source_id = id}))
       if st == 'pending' then
@@ -65,12 +71,13 @@ if open_key ~= '' and merge_window >= 0 then
     end
   end
 end
-for i = 8, #ARGV, 2 do redis.call('HSET', jk, ARGV[i], ARGV[i + 1]) end
+for i = 9, #ARGV, 2 do redis.call('HSET', jk, ARGV[i], ARGV[i + 1]) end
 redis.call('HSET', jk, 'id', id, 'state', 'pending', 'attempts', 0, 'merged', 0,
   'created_at', ARGV[3], 'original_at', ARGV[5], 'due_at', ARGV[4])
 redis.call('ZADD', P .. ':due', due_at, id)
 redis.call('ZADD', P .. ':jobs', now, id)
 if open_key ~= '' then redis.call('SET', open_key, id) end
+if open_set ~= '' then redis.call('SADD', open_set, id) end
 redis.call('RPUSH', P .. ':history:' .. id, cjson.encode({at = now, event = 'scheduled'}))
 return {'added', id}
 """
@@ -127,7 +134,17 @@ end
 return kept
 """
 
-_FINISH = """
+_RELEASE = """
+-- the job no longer holds its number: drop it from the open set and the newest-job pointer
+local function release_number(P, jk, id)
+  local open_key = redis.call('HGET', jk, 'open_key')
+  if open_key and open_key ~= '' and redis.call('GET', open_key) == id then redis.call('DEL', open_key) end
+  local open_set = redis.call('HGET', jk, 'open_set')
+  if open_set and open_set ~= '' then redis.call('SREM', open_set, id) end
+end
+"""
+
+_FINISH = _RELEASE + """
 local P, id, owner, now, entry, final, retry_at, ttl = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7], tonumber(ARGV[8])
 local jk = P .. ':job:' .. id
 if redis.call('HGET', jk, 'owner') ~= owner or redis.call('HGET', jk, 'state') ~= 'leased' then return 0 end
@@ -136,8 +153,7 @@ redis.call('ZREM', P .. ':leases', id)
 if final == '' and redis.call('HGET', jk, 'cancel') == '1' then final = 'cancelled' end
 if final ~= '' then
   redis.call('HSET', jk, 'state', 'done', 'outcome', final, 'finished_at', now, 'owner', '', 'phase', '')
-  local open_key = redis.call('HGET', jk, 'open_key')
-  if open_key and open_key ~= '' and redis.call('GET', open_key) == id then redis.call('DEL', open_key) end
+  release_number(P, jk, id)
   redis.call('RPUSH', P .. ':history:' .. id, cjson.encode({at = tonumber(now), event = 'final', outcome = final}))
   redis.call('EXPIRE', jk, ttl)
   redis.call('EXPIRE', P .. ':history:' .. id, ttl)
@@ -173,24 +189,54 @@ end
 return out
 """
 
-_CANCEL = """
-local P, id, now, reason, ttl = ARGV[1], ARGV[2], ARGV[3], ARGV[4], tonumber(ARGV[5])
-local jk = P .. ':job:' .. id
-local st = redis.call('HGET', jk, 'state')
-if not st or st == 'done' then return 0 end
-if st == 'pending' then
-  redis.call('ZREM', P .. ':due', id)
-  redis.call('HSET', jk, 'state', 'done', 'outcome', 'cancelled', 'finished_at', now, 'cancel_reason', reason)
-  local open_key = redis.call('HGET', jk, 'open_key')
-  if open_key and open_key ~= '' and redis.call('GET', open_key) == id then redis.call('DEL', open_key) end
-  redis.call('RPUSH', P .. ':history:' .. id, cjson.encode({at = tonumber(now), event = 'final', outcome = 'cancelled', reason = reason}))
-  redis.call('EXPIRE', jk, ttl)
-  redis.call('EXPIRE', P .. ':history:' .. id, ttl)
-  return 2
+_CANCEL_ONE = _RELEASE + """
+-- 0 unknown/finished (or, with again = false, a cancel already requested), 1 cancel requested, 2 cancelled
+local function cancel_one(P, id, now, reason, ttl, again)
+  local jk = P .. ':job:' .. id
+  local st = redis.call('HGET', jk, 'state')
+  if not st or st == 'done' then return 0 end
+  if st == 'pending' then
+    redis.call('ZREM', P .. ':due', id)
+    redis.call('HSET', jk, 'state', 'done', 'outcome', 'cancelled', 'finished_at', now, 'cancel_reason', reason)
+    release_number(P, jk, id)
+    redis.call('RPUSH', P .. ':history:' .. id, cjson.encode({at = tonumber(now), event = 'final', outcome = 'cancelled', reason = reason}))
+    redis.call('EXPIRE', jk, ttl)
+    redis.call('EXPIRE', P .. ':history:' .. id, ttl)
+    return 2
+  end
+  if not again and redis.call('HGET', jk, 'cancel') == '1' then return 0 end
+  redis.call('HSET', jk, 'cancel', '1', 'cancel_reason', reason)
+  redis.call('RPUSH', P .. ':history:' .. id, cjson.encode({at = tonumber(now), event = 'cancel-requested', reason = reason}))
+  return 1
 end
-redis.call('HSET', jk, 'cancel', '1', 'cancel_reason', reason)
-redis.call('RPUSH', P .. ':history:' .. id, cjson.encode({at = tonumber(now), event = 'cancel-requested', reason = reason}))
-return 1
+"""
+
+_CANCEL = _CANCEL_ONE + """
+local P, id, now, reason, ttl, campaign = ARGV[1], ARGV[2], ARGV[3], ARGV[4], tonumber(ARGV[5]), ARGV[6]
+if campaign ~= '' and redis.call('HGET', P .. ':job:' .. id, 'campaign') ~= campaign then return 0 end
+return cancel_one(P, id, now, reason, ttl, true)
+"""
+
+_CANCEL_OPEN = _CANCEL_ONE + """
+-- every open job of one number (the set, and the newest-job pointer for jobs older than the set)
+local P, open_key, open_set, now, reason, ttl = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], tonumber(ARGV[6])
+local ids = redis.call('SMEMBERS', open_set)
+local newest = redis.call('GET', open_key)
+if newest then table.insert(ids, newest) end
+local seen, out = {}, {}
+for _, id in ipairs(ids) do
+  if not seen[id] then
+    seen[id] = true
+    local result = cancel_one(P, id, now, reason, ttl, false)
+    if result > 0 then
+      table.insert(out, id)
+      table.insert(out, tostring(result))
+    elseif redis.call('HGET', P .. ':job:' .. id, 'state') ~= 'leased' then
+      redis.call('SREM', open_set, id)  -- finished or gone: not open any more
+    end
+  end
+end
+return out
 """
 
 
@@ -287,6 +333,7 @@ class JobStore:
         self._finish = client.register_script(_FINISH)
         self._recover = client.register_script(_RECOVER)
         self._cancel = client.register_script(_CANCEL)
+        self._cancel_open = client.register_script(_CANCEL_OPEN)
 
     # -- keys --------------------------------------------------------------------------
     def key(self, *parts: str) -> str:
@@ -294,6 +341,9 @@ class JobStore:
 
     def open_key(self, campaign: str, e164: str) -> str:
         return self.key("open", campaign, e164)
+
+    def open_set_key(self, campaign: str, e164: str) -> str:
+        return self.key("open-set", campaign, e164)
 
     # -- writes ------------------------------------------------------------------------
     def add(self, job: NewJob, now: float, merge_window: float = -1.0) -> tuple[str, str]:
@@ -304,12 +354,14 @@ class JobStore:
         created within the window merges into it (keeping the earlier place).
         """
         open_key = self.open_key(job.campaign, job.e164) if job.e164 else ""
+        open_set = self.open_set_key(job.campaign, job.e164) if job.e164 else ""
         fields = {
             "campaign": job.campaign, "number": job.number, "e164": job.e164, "expires_at": repr(job.expires_at),
             "caller_id": job.caller_id, "mode": job.mode, "queue": job.queue, "open_key": open_key,
-            "payload": json.dumps(dict(job.payload), ensure_ascii=False),
+            "open_set": open_set, "payload": json.dumps(dict(job.payload), ensure_ascii=False),
         }
-        args = [self.prefix, job.id, repr(now), repr(job.due_at), repr(job.original_at), repr(merge_window), open_key]
+        args = [self.prefix, job.id, repr(now), repr(job.due_at), repr(job.original_at), repr(merge_window), open_key,
+                open_set]
         for name, value in fields.items():
             args += [name, value]
         result, job_id = self._add(args=args)
@@ -357,19 +409,46 @@ class JobStore:
         raw = self._recover(args=[self.prefix, repr(now), self.owner, repr(now + lease), limit])
         return [Job.from_hash(_pairs(item)) for item in raw]
 
-    def cancel(self, job_id: str, now: float, reason: str) -> int:
-        """0 unknown/finished, 1 cancel requested (a call in progress is not hung up), 2 cancelled."""
-        return int(self._cancel(args=[self.prefix, job_id, repr(now), reason, self.done_ttl]))
+    def cancel(self, job_id: str, now: float, reason: str, campaign: str = "") -> int:
+        """0 unknown/finished (or, with ``campaign``, a job of another campaign), 1 cancel requested
+        (a call in progress is not hung up), 2 cancelled."""
+        return int(self._cancel(args=[self.prefix, job_id, repr(now), reason, self.done_ttl, campaign]))
+
+    def cancel_open(self, campaign: str, e164: str, now: float, reason: str) -> dict[str, int]:
+        """Cancel every open job of a number in ``campaign`` in one step (the citizen called
+        again and was answered): job id → 2 cancelled, or 1 cancel requested (a call in
+        progress). Jobs already finished, or already asked to cancel, are left out."""
+        raw = self._cancel_open(args=[
+            self.prefix, self.open_key(campaign, e164), self.open_set_key(campaign, e164), repr(now), reason,
+            self.done_ttl,
+        ])
+        return {raw[i]: int(raw[i + 1]) for i in range(0, len(raw), 2)}
 
     def open_job(self, campaign: str, e164: str) -> str | None:
+        """The number's newest open job (the one new requests merge into)."""
         return self.client.get(self.open_key(campaign, e164))
 
-    # -- do-not-call ------------------------------------------------------------------------
-    def add_dnc(self, e164: str) -> None:
-        self.client.sadd(self.key("dnc"), e164)
+    def open_jobs(self, campaign: str, e164: str) -> set[str]:
+        """Every job of the number still open (pending, or leased and not yet finished)."""
+        return set(self.client.smembers(self.open_set_key(campaign, e164)))
 
-    def remove_dnc(self, e164: str) -> None:
-        self.client.srem(self.key("dnc"), e164)
+    # -- do-not-call ------------------------------------------------------------------------
+    def add_dnc(self, e164: str) -> bool:
+        """True if the number was not on the list yet."""
+        return bool(self.client.sadd(self.key("dnc"), e164))
+
+    def remove_dnc(self, e164: str) -> bool:
+        """True if the number was on the list."""
+        return bool(self.client.srem(self.key("dnc"), e164))
+
+    def list_dnc(self, limit: int = 1000) -> tuple[int, list[str]]:
+        """(size of the list, up to ``limit`` of its E.164 numbers in no particular order)."""
+        numbers: list[str] = []
+        for e164 in self.client.sscan_iter(self.key("dnc"), count=min(limit, 1000)):
+            numbers.append(e164)
+            if len(numbers) >= limit:
+                break
+        return int(self.client.scard(self.key("dnc"))), numbers
 
     def is_dnc(self, e164: str) -> bool:
         return bool(self.client.sismember(self.key("dnc"), e164))

@@ -11,6 +11,11 @@ Kinds: ``mobile``, ``landline`` (fixed line), ``tollfree`` (800), ``shared``
 (400), ``premium``, ``international``, ``other``. Default allowed:
 mobile and landline. A local landline without its area code (``88889999``)
 is completed with the configured ``local_area_code``.
+
+The dialplan dials only :data:`DIALPLAN_KINDS` (mobile ``1XXXXXXXXXX``,
+landline ``0`` + area code, 10–12 digits): 400/800 numbers, ``00``
+international numbers, 9-digit premium numbers would be refused there, so the
+configuration may allow no other kind (:func:`undialable_kinds`).
 """
 from __future__ import annotations
 
@@ -19,10 +24,13 @@ from dataclasses import dataclass
 import phonenumbers
 from phonenumbers import PhoneNumberType
 
-__all__ = ["DEFAULT_KINDS", "KINDS", "NumberPolicy", "PolicyDecision"]
+__all__ = ["DEFAULT_KINDS", "DIALPLAN_KINDS", "KINDS", "NumberPolicy", "PolicyDecision", "national_digits",
+           "undialable_kinds"]
 
 KINDS = frozenset({"mobile", "landline", "tollfree", "shared", "premium", "international", "other"})
 DEFAULT_KINDS = frozenset({"mobile", "landline"})
+#: what asterisk_conf/extensions.conf [hotline-callback-out] dials (keep the two in step)
+DIALPLAN_KINDS = frozenset({"mobile", "landline"})
 
 _TYPE_KIND = {
     PhoneNumberType.MOBILE: "mobile",
@@ -45,6 +53,23 @@ class PolicyDecision:
     reason: str = ""
     #: E.164 form (for keys: one number, one identity however it was written)
     e164: str = ""
+
+
+def national_digits(e164: str) -> str:
+    """``+8613800138000`` → ``13800138000``, ``+862088889999`` → ``02088889999`` (for masked display)."""
+    try:
+        number = phonenumbers.parse(e164, None)
+    except phonenumbers.NumberParseException:
+        return e164
+    if number.country_code != 86:
+        return e164
+    return "".join(ch for ch in phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.NATIONAL)
+                   if ch.isdigit())
+
+
+def undialable_kinds(kinds: str) -> list[str]:
+    """The kinds in a configured ``allowed_kinds`` text that the dialplan would refuse to dial."""
+    return sorted({k.strip() for k in kinds.split(",") if k.strip()} & KINDS - DIALPLAN_KINDS)
 
 
 class NumberPolicy:

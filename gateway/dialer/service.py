@@ -38,6 +38,7 @@ from .originate import (
     parse_record,
 )
 from .pacing import Pacer, Slot
+from .policy import NumberPolicy
 from .retry import ATTEMPT_OUTCOMES, FINAL_OUTCOMES, RetryPolicy
 from .windows import CallWindows
 
@@ -128,6 +129,7 @@ class Dialer:
         retry: RetryPolicy,
         metrics: DialerMetrics,
         settings: DialerSettings = DialerSettings(),
+        policy: NumberPolicy | None = None,
     ) -> None:
         self.clock = clock
         self._run = run_blocking
@@ -138,6 +140,9 @@ class Dialer:
         self.retry = retry
         self.metrics = metrics
         self.settings = settings
+        #: checked again at the start of every attempt (tightened since the job was scheduled, or a job
+        #: that reached the store another way): a refused number is never dialled
+        self.policy = policy
         self.attempts: dict[str, _Attempt] = {}
         self._by_action: dict[str, str] = {}
         self._unfinished: list[tuple[_Attempt, AttemptOutcome]] = []
@@ -294,6 +299,12 @@ class Dialer:
             self.pacer.release(slot)
             await self._finish_without_call(job, "cancelled", now)
             return
+        if self.policy is not None:
+            decision = self.policy.check(job.number)
+            if not decision.allowed:
+                self.pacer.release(slot)
+                await self._reject(job, decision.reason, now)
+                return
         if job.mode == "agent-first":
             if not self.pacer.take_agent(job.queue):
                 self.pacer.release(slot)
@@ -336,6 +347,23 @@ class Dialer:
         d = self.ami.send_action("Originate", fields)
         d.addCallbacks(self._originate_queued, self._originate_failed, callbackArgs=(attempt,),
                        errbackArgs=(attempt,))
+
+    async def _reject(self, job: Job, reason: str, now: float) -> None:
+        """The number policy refuses the job's number: attempt outcome ``rejected_by_policy``
+        (never dialled, no attempt counted on the job), final ``rejected``."""
+        outcome = AttemptOutcome("rejected_by_policy", detail=reason)
+        log.warn("dialer: job {job} not dialled: {number} refused by the number policy ({reason})", job=job.id,
+                 number=mask_number(job.number), reason=reason)
+        self.metrics.attempts.labels(campaign=job.campaign, outcome=outcome.outcome).inc()
+        for listener in list(self._attempt_listeners):
+            try:
+                listener(job, outcome)
+            except Exception:  # a listener bug must not stop the dialer
+                log.failure("dialer attempt listener {listener!r} failed", listener=listener)
+        entry = {"at": now, "event": "rejected", "outcome": outcome.outcome, "detail": reason}
+        result = await self._run(lambda: self.store.finish(job.id, now, entry, final="rejected"))
+        if result == 2:
+            self._finished(job, "rejected", outcome, now)
 
     async def _finish_without_call(self, job: Job, final: str, now: float) -> None:
         result = await self._run(lambda: self.store.finish(job.id, now, None, final=final))

@@ -90,3 +90,82 @@ def test_the_token_is_a_secret_refused_in_the_config_file(tmp_path):
     with pytest.raises(ConfigError):
         load_config(path, environ={})
     assert load_config(environ={"HOTLINE_CALLBACKS_API_TOKEN": "t"}).callbacks.api_token == "t"
+
+
+def test_the_do_not_call_list_is_listed_added_to_and_removed_from_with_masked_numbers(dialer_redis):
+    resource, store = api(dialer_redis)
+    code, body = call(resource, "POST", path=("dnc",), body={"number": "+86 138 0013 8000"})
+    assert (code, body) == (201, {"result": "added", "number": "138****8000"})
+    assert call(resource, "POST", path=("dnc",), body={"number": "13800138000"}) == (
+        200, {"result": "already", "number": "138****8000"})
+    call(resource, "POST", path=("dnc",), body={"number": "020-8888-9999"})
+    assert store.is_dnc("+8613800138000") and store.is_dnc("+862088889999")
+    code, body = call(resource, path=("dnc",))
+    assert code == 200 and body == {"count": 2, "numbers": ["020****9999", "138****8000"]}
+    assert "13800138000" not in json.dumps(body)
+    code, body = call(resource, "DELETE", path=("dnc",), body={"number": "13800138000"})
+    assert (code, body) == (200, {"result": "removed", "number": "138****8000"})
+    assert not store.is_dnc("+8613800138000")
+    assert call(resource, "DELETE", path=("dnc",), body={"number": "13800138000"})[0] == 404
+    assert call(resource, path=("dnc",))[1]["count"] == 1
+
+
+def test_the_do_not_call_routes_need_the_token_and_a_number_the_policys_parser_accepts(dialer_redis):
+    resource, store = api(dialer_redis)
+    assert call(resource, "POST", path=("dnc",), token="wrong", body={"number": "13800138000"})[0] == 401
+    assert call(resource, path=("dnc",), token=None)[0] == 401
+    assert call(resource, "POST", path=("dnc",), body={"number": "95598"})[0] == 400
+    assert call(resource, "POST", path=("dnc",), body={"number": "call me"})[0] == 400
+    assert call(resource, "POST", path=("dnc",), body={"no": "number"})[0] == 400
+    assert call(resource, "PUT", path=("dnc",), body={"number": "13800138000"})[0] == 405
+    assert store.list_dnc() == (0, [])
+    # a number of a kind the policy does not dial (400) can still be listed: the list is about the citizen
+    assert call(resource, "POST", path=("dnc",), body={"number": "4001234567"})[0] == 201
+
+
+def test_adding_or_removing_a_do_not_call_number_logs_it_masked(dialer_redis):
+    from twisted.logger import formatEvent, globalLogPublisher
+
+    resource, _ = api(dialer_redis)
+    events = []
+    globalLogPublisher.addObserver(events.append)
+    try:
+        call(resource, "POST", path=("dnc",), body={"number": "13800138000"})
+        call(resource, "DELETE", path=("dnc",), body={"number": "13800138000"})
+    finally:
+        globalLogPublisher.removeObserver(events.append)
+    lines = [formatEvent(e) for e in events if "do-not-call" in formatEvent(e)]
+    assert len(lines) == 2 and all("138****8000" in line and "13800138000" not in line for line in lines)
+
+
+def test_show_and_cancel_by_id_leave_survey_jobs_alone(dialer_redis):
+    from gateway.dialer.jobs import NewJob
+
+    resource, store = api(dialer_redis)
+    now = 1_800_000_000.0
+    store.add(NewJob("sv-1", "survey", "13800138000", "+8613800138000", now, now, now + 3600), now)
+    assert call(resource, path=("sv-1",))[0] == 404
+    assert call(resource, "DELETE", path=("sv-1",))[0] == 404
+    assert store.get("sv-1").state == "pending" and not store.get("sv-1").cancel
+
+
+def test_the_console_manages_the_do_not_call_list(dialer_redis, monkeypatch, capsys):
+    from gateway.app import main
+
+    from .dialer_redis import PORT
+
+    monkeypatch.delenv("HOTLINE_CONFIG", raising=False)
+    monkeypatch.setenv("HOTLINE_REDIS_URL", f"redis://127.0.0.1:{PORT}/0")
+    monkeypatch.setenv("HOTLINE_REDIS_KEY_PREFIX", "hotline")
+    store = JobStore(dialer_redis, key_prefix="hotline", owner="test")
+    assert main(["callbacks", "dnc", "13800138000"]) == 0  # the old form: add
+    assert main(["callbacks", "dnc", "add", "02088889999"]) == 0
+    assert store.is_dnc("+8613800138000") and store.is_dnc("+862088889999")
+    capsys.readouterr()
+    assert main(["callbacks", "dnc", "list"]) == 0
+    out = capsys.readouterr().out
+    assert out.splitlines() == ["020****9999", "138****8000", "2 number(s) on the do-not-call list"]
+    assert main(["callbacks", "dnc", "remove", "+86 138 0013 8000"]) == 0
+    assert not store.is_dnc("+8613800138000")
+    assert main(["callbacks", "dnc", "remove", "13800138000"]) == 1
+    assert main(["callbacks", "dnc", "add", "95598"]) == 1

@@ -117,6 +117,23 @@ def test_cancel_when_the_citizen_calls_again_and_is_answered(dialer_redis):
     assert rig.sample("hotline_callbacks_cancelled_total", reason="answered-again") == 1
 
 
+
+def test_calling_again_cancels_every_pending_callback_of_the_number_not_only_the_newest(dialer_redis):
+    """Merge window 4 h, expiry 24 h: an abandon 5 h ago and one now are two callbacks; both stop."""
+    rig = Rig(dialer_redis, merge_window=4 * 3600, expiry=24 * 3600)
+    rig.clock.advance(-5 * 3600)
+    rig.resolve(rig.service.on_abandon(abandon("early", joined=NOW - 5 * 3600 - 60)))
+    rig.clock.advance(5 * 3600)
+    rig.resolve(rig.service.on_abandon(abandon("late")))
+    assert {j.id for j in rig.store.list("callback", state="pending")} == {"cb-early", "cb-late"}
+    state = HotlineState()
+    state.add_answer_listener(rig.service.on_answered)
+    state.caller_joined("u2", "12345", NOW, caller="13800138000")
+    state.agent_connected("u2", "12345", NOW + 5)
+    assert rig.store.get("cb-early").outcome == rig.store.get("cb-late").outcome == "cancelled"
+    assert rig.store.claim(NOW + 10, 10, 30) == []
+    assert rig.sample("hotline_callbacks_cancelled_total", reason="answered-again") == 2
+
 def test_ivr_requests_keep_their_original_place_among_abandons(dialer_redis):
     rig = Rig(dialer_redis)
     rig.resolve(rig.service.on_abandon(abandon("late", "13900000002", joined=NOW - 100)))
@@ -158,17 +175,49 @@ def test_a_stream_source_with_redis_away_retries_later_without_losing_entries(di
     assert rig.store.get("cb-c1").payload["source"] == "safety-net"
 
 
-def test_a_connected_callback_counts_for_the_broad_connection_rate_and_its_latency(dialer_redis):
+def test_a_connected_callback_counts_for_the_broad_connection_rate_and_its_latency_from_the_abandon(dialer_redis):
+    """Latency starts when the caller gave up (joined 600 s ago, waited 60 s), not at queue entry."""
     rig = Rig(dialer_redis)
-    rig.resolve(rig.service.on_abandon(abandon("a", joined=NOW - 600)))
+    rig.resolve(rig.service.on_abandon(abandon("a", joined=NOW - 600, wait=60.0)))
     job = rig.store.get("cb-a")
     rig.service.on_attempt(job, AttemptOutcome("answered"))
     rig.service.on_final(job, "connected", AttemptOutcome("answered"), NOW)
     assert rig.sample("hotline_callbacks_connected_total", queue="12345") == 1
-    assert rig.sample("hotline_callback_latency_seconds_sum") == 600
+    assert rig.sample("hotline_callbacks_connected_by_source_total", source="abandon") == 1
+    assert rig.sample("hotline_callback_latency_seconds_sum", source="abandon") == 540
     assert rig.sample("hotline_callbacks_attempted_total", outcome="answered") == 1
     rig.service.on_final(job, "expired", None, NOW)
     assert rig.sample("hotline_callbacks_expired_total") == 1
+
+
+def test_a_safety_net_callback_counts_for_the_broad_rate_with_latency_from_the_missed_call(dialer_redis):
+    rig = Rig(dialer_redis)
+    handler = missed_call_handler(rig.service)
+    rig.resolve(defer.Deferred.fromCoroutine(handler("1-0", {"call_id": "m1", "caller": "13800138000",
+                                                             "missed_at": str(NOW - 300), "wait_seconds": "90"})))
+    job = rig.store.get("cb-m1")
+    assert job.original_at == NOW - 390
+    rig.service.on_final(job, "connected", AttemptOutcome("answered"), NOW)
+    assert rig.sample("hotline_callbacks_connected_total", queue="12345") == 1
+    assert rig.sample("hotline_callbacks_connected_by_source_total", source="safety-net") == 1
+    assert rig.sample("hotline_callback_latency_seconds_sum", source="safety-net") == 300
+
+
+def test_ivr_and_api_callbacks_never_count_for_the_broad_rate_but_are_counted_by_source(dialer_redis):
+    """Their callers never abandoned a queue call (not in "offered"): counting them could pass 100 %."""
+    rig = Rig(dialer_redis)
+    handler = ivr_request_handler(rig.service)
+    request = {"caller": "13900000001", "requested_at": NOW - 200}
+    rig.resolve(defer.Deferred.fromCoroutine(handler("1-0", {"call_id": "ivr-1", "data": json.dumps(request)})))
+    rig.schedule(source="api", call_id="api-1", caller="13900000002", original_at=NOW - 100)
+    for job_id in ("cb-ivr-1", "cb-api-1"):
+        rig.service.on_final(rig.store.get(job_id), "connected", AttemptOutcome("answered"), NOW)
+    assert rig.sample("hotline_callbacks_connected_total", queue="12345") == 0
+    assert rig.sample("hotline_callbacks_connected_by_source_total", source="ivr-request") == 1
+    assert rig.sample("hotline_callbacks_connected_by_source_total", source="api") == 1
+    assert rig.sample("hotline_callback_latency_seconds_sum", source="ivr-request") == 200
+    assert rig.sample("hotline_callback_latency_seconds_sum", source="api") == 100
+    assert rig.sample("hotline_callbacks_finished_total", outcome="connected") == 2
 
 
 def test_a_callback_leg_that_leaves_the_queue_unanswered_is_never_called_back_itself(dialer_redis):

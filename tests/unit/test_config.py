@@ -52,3 +52,11 @@ def test_bad_port_and_url():
         load_config(environ={"HOTLINE_HTTP_PORT": "70000"})
     with pytest.raises(ConfigError, match="not a redis:// URL"):
         load_config(environ={"HOTLINE_REDIS_URL": "http://x"})
+
+
+def test_number_kinds_the_dialplan_cannot_dial_are_refused_at_load():
+    """[hotline-callback-out] refuses 400/800, 00-international and premium numbers: allowing them would do nothing."""
+    for kind in ("tollfree", "shared", "international", "premium"):
+        with pytest.raises(ConfigError, match=f"dialer.allowed_kinds: {kind} cannot be dialled"):
+            load_config(environ={"HOTLINE_DIALER_ALLOWED_KINDS": f"mobile,landline,{kind}"})
+    assert load_config(environ={"HOTLINE_DIALER_ALLOWED_KINDS": "mobile"}).dialer.allowed_kinds == "mobile"

@@ -91,6 +91,59 @@ def test_a_pending_callback_is_cancelled_at_once_and_its_number_is_free_again(di
     assert s.add(job("cb-2"), NOW, merge_window=600) == ("added", "cb-2")
 
 
+
+def test_every_open_job_of_a_number_is_cancelled_in_one_step_not_only_the_newest(dialer_redis):
+    """Merge window (here 600 s) shorter than expiry: a number can hold two pending jobs."""
+    s = store(dialer_redis)
+    s.add(job("cb-old"), NOW - 1000, merge_window=600)
+    assert s.add(job("cb-new"), NOW, merge_window=600) == ("added", "cb-new")
+    s.add(job("cb-other", "13900139000"), NOW, merge_window=600)
+    assert s.open_jobs("callback", "+8613800138000") == {"cb-old", "cb-new"}
+    assert s.cancel_open("callback", "+8613800138000", NOW, "answered-again") == {"cb-old": 2, "cb-new": 2}
+    assert s.get("cb-old").outcome == s.get("cb-new").outcome == "cancelled"
+    assert [j.id for j in s.claim(NOW, 10, 30)] == ["cb-other"]
+    assert s.open_jobs("callback", "+8613800138000") == set()
+    assert s.open_job("callback", "+8613800138000") is None
+    assert s.cancel_open("callback", "+8613800138000", NOW, "answered-again") == {}
+
+
+def test_cancelling_a_numbers_open_jobs_stops_the_retries_of_a_call_in_progress_once(dialer_redis):
+    s = store(dialer_redis)
+    s.add(job("cb-old", original=NOW - 1100), NOW - 1000, merge_window=600)
+    assert [j.id for j in s.claim(NOW - 1000, 1, 30)] == ["cb-old"]
+    s.mark_dialing("cb-old", "att", NOW - 1000, 30, cap=3)
+    s.add(job("cb-new"), NOW, merge_window=600)
+    assert s.cancel_open("callback", "+8613800138000", NOW, "answered-again") == {"cb-old": 1, "cb-new": 2}
+    assert s.open_jobs("callback", "+8613800138000") == {"cb-old"}  # still open until its call ends
+    assert s.cancel_open("callback", "+8613800138000", NOW + 1, "answered-again") == {}  # asked once
+    assert s.finish("cb-old", NOW + 5, {"outcome": "no_answer"}, retry_at=NOW + 600) == 2
+    assert s.get("cb-old").outcome == "cancelled"
+    assert s.open_jobs("callback", "+8613800138000") == set()
+
+
+def test_a_numbers_open_set_follows_finish_expiry_and_cancel_of_each_job(dialer_redis):
+    s = store(dialer_redis)
+    for i, created in enumerate((NOW - 2000, NOW - 1000, NOW)):
+        s.add(job(f"cb-{i}", original=NOW - 3000 + i), created, merge_window=600)
+    assert s.open_jobs("callback", "+8613800138000") == {"cb-0", "cb-1", "cb-2"}
+    claimed = [j.id for j in s.claim(NOW, 2, 30)]
+    assert claimed == ["cb-0", "cb-1"]
+    s.finish("cb-0", NOW, None, final="connected")
+    s.finish("cb-1", NOW, None, final="expired")
+    assert s.open_jobs("callback", "+8613800138000") == {"cb-2"}
+    assert s.cancel("cb-2", NOW, "api") == 2
+    assert s.open_jobs("callback", "+8613800138000") == set()
+
+
+def test_cancelling_a_number_also_finds_a_job_written_before_open_sets_existed(dialer_redis):
+    """A job stored by an older gateway has only the newest-job pointer; it is cancelled too."""
+    s = store(dialer_redis)
+    s.add(job("cb-legacy"), NOW, merge_window=600)
+    dialer_redis.hdel("t:dialer:job:cb-legacy", "open_set")
+    dialer_redis.delete("t:dialer:open-set:callback:+8613800138000")
+    assert s.cancel_open("callback", "+8613800138000", NOW, "answered-again") == {"cb-legacy": 2}
+    assert s.open_job("callback", "+8613800138000") is None
+
 def test_cancelling_a_call_in_progress_only_stops_retries(dialer_redis):
     s = store(dialer_redis)
     s.add(job("cb-1"), NOW)

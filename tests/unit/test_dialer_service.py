@@ -16,6 +16,7 @@ from gateway.ami.codec import AmiMessage
 from gateway.ami.protocol import AmiActionError, AmiConnectionLost
 from gateway.dialer.jobs import JobStore, NewJob
 from gateway.dialer.pacing import Pacer, TrunkLimit
+from gateway.dialer.policy import NumberPolicy
 from gateway.dialer.retry import RetryPolicy
 from gateway.dialer.service import Dialer, DialerMetrics, DialerSettings
 from gateway.dialer.windows import CallWindows
@@ -69,7 +70,7 @@ class FakeAmi:
 
 
 class Rig:
-    def __init__(self, client, owner="gw-a", clock=None, settings=None, ami=None, **limits):
+    def __init__(self, client, owner="gw-a", clock=None, settings=None, ami=None, policy=None, **limits):
         self.clock = clock or task.Clock()
         if clock is None:
             self.clock.advance(START)
@@ -90,6 +91,7 @@ class Rig:
             clock=self.clock, run_blocking=run_blocking, store=self.store, ami=self.ami, pacer=self.pacer,
             windows=CallWindows("08:00", "21:00", holidays="statutory"), retry=RetryPolicy(max_attempts=3),
             metrics=DialerMetrics(self.registry), settings=settings or DialerSettings(min_talk=10, lease=60),
+            policy=policy,
         )
         self.dialer.add_final_listener(lambda job, final, outcome, at: self.finals.append((job.id, final)))
 
@@ -339,3 +341,40 @@ def test_agent_first_waits_for_a_free_agent_and_keeps_its_place(dialer_redis):
     [(fields, variables, _)] = rig.ami.originates()
     assert fields["Channel"] == "Local/12345@hotline-callback-agent/n"
     assert "__HOTLINE_CB_DIAL=13800138000" in variables
+
+
+def test_a_number_the_policy_refuses_now_is_never_dialled_and_its_job_ends_rejected(dialer_redis):
+    """A 400 number that reached the store without the policy (or before it was tightened)."""
+    from twisted.logger import formatEvent, globalLogPublisher
+
+    events = []
+    globalLogPublisher.addObserver(events.append)
+    try:
+        rig = Rig(dialer_redis, policy=NumberPolicy())
+        attempts = []
+        rig.dialer.add_attempt_listener(lambda job, outcome: attempts.append((job.id, outcome.outcome)))
+        rig.add("cb-1", "4001234567")
+        rig.tick()
+    finally:
+        globalLogPublisher.removeObserver(events.append)
+    assert rig.ami.originates() == [] and rig.pacer.active("carrier") == 0
+    job = rig.store.get("cb-1")
+    assert job.state == "done" and job.outcome == "rejected" and job.attempts == 0
+    assert rig.store.history("cb-1")[-2]["outcome"] == "rejected_by_policy"
+    assert rig.finals == [("cb-1", "rejected")] and attempts == [("cb-1", "rejected_by_policy")]
+    assert rig.sample("hotline_dialer_attempts_total", campaign="callback", outcome="rejected_by_policy") == 1
+    assert rig.sample("hotline_dialer_jobs_finished_total", campaign="callback", outcome="rejected") == 1
+    [line] = [formatEvent(e) for e in events if "number policy" in formatEvent(e)]
+    assert "400***4567" in line and "4001234567" not in line
+
+
+def test_a_policy_tightened_after_scheduling_stops_the_next_attempt(dialer_redis):
+    rig = Rig(dialer_redis, policy=NumberPolicy({"landline"}))
+    rig.add("cb-mobile", "13800138000")
+    rig.add("cb-landline", "02088889999", original=START - 30)
+    rig.tick()
+    rig.clock.advance(1)
+    rig.tick()
+    [(fields, _, _)] = rig.ami.originates()
+    assert fields["Channel"] == "Local/02088889999@hotline-callback-out/n"
+    assert rig.store.get("cb-mobile").outcome == "rejected"
