@@ -425,6 +425,19 @@ def test_a_callback_holds_its_agent_until_it_waits_in_the_queue(dialer_redis):
     assert dialled(rig) == ["13800000001", "13800000002"]
 
 
+def test_an_agent_first_call_holds_its_agent_until_its_waiting_leg_joins_the_queue(dialer_redis):
+    rig = Rig(dialer_redis)
+    rig.queues["12345"] = QueueLoad(available=1, waiting=0)
+    rig.add("af-1", "13800000001", mode="agent-first")
+    rig.tick()
+    attempt = rig.ami.originates()[0][0]["ChannelId"]
+    assert rig.paces.held("12345", rig.clock.seconds()) == 1
+    rig.dialer.on_queue_join(msg(Event="QueueCallerJoin", Queue="12345", Uniqueid="someone-else", Position="1"))
+    assert rig.paces.held("12345", rig.clock.seconds()) == 1
+    rig.dialer.on_queue_join(msg(Event="QueueCallerJoin", Queue="12345", Uniqueid=f"{attempt}-2", Position="1"))
+    assert rig.paces.held("12345", rig.clock.seconds()) == 0
+
+
 def test_an_agent_first_job_without_an_agent_does_not_block_the_jobs_behind_it(dialer_redis):
     """One call per second, the head of the line waits for an agent: the surveys behind it take the
     tokens it cannot use; the agent-bound jobs keep their order among themselves."""
