@@ -15,8 +15,8 @@ the same Redis:
   Originate was sent − its due time. The dialer (real ``Dialer`` on the real
   reactor and Redis thread pool: claim, write-ahead ``dialing`` with caps and
   do-not-call, Originate, outcome, ``finish``) against a bare dispatcher on
-  the same reactor, poll interval and token bucket that only pops due ids
-  (``ZRANGEBYSCORE`` + ``ZREM``) and "sends".
+  the same reactor, poll interval and shared token bucket (``PaceStore``) that
+  only pops due ids (``ZRANGEBYSCORE`` + ``ZREM``) and "sends".
 
 The AMI side is a stand-in that accepts each Originate at once and reports
 the call over (pressed 1, 30 s talk) 50 ms later, so the dialer's full
@@ -45,7 +45,8 @@ from gateway.ami.codec import AmiMessage  # noqa: E402
 from gateway.callbacks.metrics import CallbackMetrics  # noqa: E402
 from gateway.callbacks.service import CallbackService, CallbackSettings  # noqa: E402
 from gateway.dialer.jobs import JobStore  # noqa: E402
-from gateway.dialer.pacing import Pacer, TrunkLimit  # noqa: E402
+from gateway.dialer.pacestore import PaceStore, new_slot_id  # noqa: E402
+from gateway.dialer.pacing import Pacer, QueueLoad, TrunkLimit  # noqa: E402
 from gateway.dialer.policy import NumberPolicy  # noqa: E402
 from gateway.dialer.retry import RetryPolicy  # noqa: E402
 from gateway.dialer.service import Dialer, DialerMetrics, DialerSettings  # noqa: E402
@@ -145,9 +146,12 @@ async def run_dialer(reactor, client, pool_run, n, rate, poll, settle):
     for job in pipe_jobs:
         store.add(job, time.time())
     assert time.perf_counter() < t0_perf, "jobs stored after t0: raise settle"
-    pacer = Pacer(reactor, {"carrier": TrunkLimit(channels=10_000, reserve=0, max_outbound=5_000, rate=rate)})
+    # agents to spare: the bench measures the dialer, not the agent gate
+    pacer = Pacer({"carrier": TrunkLimit(channels=10_000, reserve=0, max_outbound=5_000, rate=rate)},
+                  queue_loads=lambda: {"12345": QueueLoad(available=10_000, waiting=0)})
     finals = []
     dialer = Dialer(clock=reactor, run_blocking=pool_run, store=store, ami=ami, pacer=pacer,
+                    pace_store=PaceStore(client, "bench"),
                     windows=CallWindows("00:00", "24:00", holidays="allow"), retry=RetryPolicy(),
                     metrics=DialerMetrics(CollectorRegistry()),
                     settings=DialerSettings(poll_interval=poll, batch=200, lease=120, min_talk=10))
@@ -169,7 +173,9 @@ async def run_baseline(reactor, client, pool_run, n, rate, poll, settle):
     for i in range(n):
         pipe.zadd("base:due", {f"138{i:08d}": t0_wall + i / rate})
     pipe.execute()
-    pacer = Pacer(reactor, {"carrier": TrunkLimit(channels=10_000, reserve=0, max_outbound=10_000, rate=rate)})
+    # the same shared token bucket as the dialer's (one Redis round trip to take slots, one to give back)
+    limit = TrunkLimit(channels=10_000, reserve=0, max_outbound=10_000, rate=rate)
+    paces = PaceStore(client, "base")
     sent: dict[str, float] = {}
     busy = {"on": False}
 
@@ -178,12 +184,11 @@ async def run_baseline(reactor, client, pool_run, n, rate, poll, settle):
             return
         busy["on"] = True
         try:
-            slots = []
-            while len(slots) < 200 and (slot := pacer.acquire("carrier")) is not None:
-                slots.append(slot)
+            now = time.time()
+            ids = [new_slot_id() for _ in range(200)]
+            slots, _ = await pool_run(lambda: paces.acquire("carrier", limit, now, ids, limit.channels, 120.0))
             if not slots:
                 return
-            now = time.time()
 
             def pop():
                 ids = client.zrangebyscore("base:due", "-inf", now, start=0, num=len(slots))
@@ -192,10 +197,12 @@ async def run_baseline(reactor, client, pool_run, n, rate, poll, settle):
                 return ids
 
             ids = await pool_run(pop)
-            for slot in slots[len(ids):]:
-                pacer.release(slot)
             for member in ids:
                 sent[member] = time.perf_counter()
+            done = time.time()
+            # unused slots back with their tokens; the "sent" ones end at once (nothing to hang up)
+            await pool_run(lambda: paces.release("carrier", limit, done, refund=slots[len(ids):],
+                                                 spent=slots[:len(ids)]))
         finally:
             busy["on"] = False
 

@@ -208,7 +208,8 @@ def build_dialer(reactor, config: GatewayConfig, client, run_blocking, registry:
     from .callbacks.service import CallbackService, CallbackSettings
     from .callbacks.sources import SpoolSource, StreamSource, ivr_request_handler, missed_call_handler
     from .dialer.jobs import JobStore
-    from .dialer.pacing import Pacer, TrunkLimit
+    from .dialer.pacestore import PaceStore
+    from .dialer.pacing import Pacer, QueueLoad, TrunkLimit
     from .dialer.policy import NumberPolicy
     from .dialer.retry import RetryPolicy
     from .dialer.service import Dialer, DialerMetrics, DialerSettings
@@ -222,18 +223,19 @@ def build_dialer(reactor, config: GatewayConfig, client, run_blocking, registry:
         view = state.trunk_views().get(trunk)
         return view.channels if view is not None else 0
 
-    def available_agents(queue: str) -> int:
-        view = state.queue_views(reactor.seconds()).get(queue)
-        return view.available if view is not None else 0
+    def queue_loads() -> dict[str, QueueLoad]:
+        return {queue: QueueLoad(view.available, view.waiting)
+                for queue, view in state.queue_views(reactor.seconds()).items()}
 
     store = JobStore(client, key_prefix=prefix)
-    pacer = Pacer(reactor, {d.trunk: TrunkLimit(d.trunk_channels, d.inbound_reserve, d.max_outbound,
-                                                d.calls_per_second)}, trunk_channels, available_agents)
+    pacer = Pacer({d.trunk: TrunkLimit(d.trunk_channels, d.inbound_reserve, d.max_outbound, d.calls_per_second)},
+                  trunk_channels, queue_loads, agent_margin=d.agent_margin)
     policy = NumberPolicy.from_text(d.allowed_kinds, d.local_area_code)
     windows = CallWindows(d.window_start, d.window_end, config.flows.timezone, d.holidays,
                           CallWindows.parse_days(d.closed_days))
     dialer = Dialer(
-        clock=reactor, run_blocking=run_blocking, store=store, ami=monitor.client, pacer=pacer, windows=windows,
+        clock=reactor, run_blocking=run_blocking, store=store, ami=monitor.client, pacer=pacer,
+        pace_store=PaceStore(client, key_prefix=prefix), windows=windows,
         retry=RetryPolicy.from_text(d.backoff, d.max_attempts), metrics=DialerMetrics(registry),
         settings=DialerSettings(
             trunk=d.trunk, lease=d.lease, poll_interval=d.poll_interval, batch=d.batch, ring_timeout=d.ring_timeout,

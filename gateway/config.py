@@ -147,8 +147,12 @@ class DialerConfig:
     trunk_channels: int = 30
     inbound_reserve: int = 10
     max_outbound: int = 5
-    #: new outbound calls per second on the trunk
+    #: new outbound calls per second on the trunk (all gateway instances together)
     calls_per_second: float = 1.0
+    #: a call bound for the agent queue (callbacks) starts only while available agents − callers
+    #: already waiting − such calls not yet in the queue ≥ this margin: outbound never takes an
+    #: agent a waiting citizen needs
+    agent_margin: int = 1
     #: number kinds that may be dialled: mobile, landline (the only kinds the dialplan's
     #: [hotline-callback-out] dials; tollfree, shared, premium, international, other are refused at load)
     allowed_kinds: str = "mobile,landline"
@@ -495,6 +499,8 @@ def _validate_dialer(config: GatewayConfig) -> None:
         )
     if min(d.trunk_channels, d.max_attempts, d.batch) < 1 or d.inbound_reserve < 0 or d.max_outbound < 0:
         raise ConfigError("dialer: trunk_channels, max_attempts, batch ≥ 1; inbound_reserve, max_outbound ≥ 0")
+    if d.agent_margin < 1:
+        raise ConfigError("dialer.agent_margin must be ≥ 1 (callbacks must not take agents inbound callers wait for)")
     if d.inbound_reserve >= d.trunk_channels:
         raise ConfigError("dialer.inbound_reserve must leave channels for outbound calls (or set max_outbound = 0)")
     if min(d.calls_per_second, d.ring_timeout, d.lease, d.poll_interval) <= 0:

@@ -83,16 +83,42 @@ return {'added', id}
 """
 
 _CLAIM = """
-local P, now, limit, owner, till = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4], ARGV[5]
-local ids = redis.call('ZRANGEBYSCORE', P .. ':due', '-inf', now, 'LIMIT', 0, limit)
-local out = {}
-for _, id in ipairs(ids) do
-  redis.call('ZREM', P .. ':due', id)
-  local jk = P .. ':job:' .. id
-  if redis.call('HGET', jk, 'state') == 'pending' then
-    redis.call('HSET', jk, 'state', 'leased', 'phase', 'claimed', 'owner', owner, 'lease_until', till)
-    redis.call('ZADD', P .. ':leases', till, id)
-    table.insert(out, redis.call('HGETALL', jk))
+local P, now, limit, owner, till, scan = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4], ARGV[5], tonumber(ARGV[6])
+-- gate (optional): jobs of the gated modes take one of their queue's room (queue → n) or are
+-- skipped this time, left in place (FIFO within a queue kept); other jobs go in due order
+local gated, room = nil, {}
+if ARGV[7] ~= '' then
+  local gate = cjson.decode(ARGV[7])
+  gated, room = {}, gate.room
+  for _, mode in ipairs(gate.modes) do gated[mode] = true end
+end
+local out, skipped, seen = {}, 0, 0
+while #out < limit and seen < scan do
+  local ids = redis.call('ZRANGEBYSCORE', P .. ':due', '-inf', now, 'LIMIT', skipped, limit - #out)
+  if #ids == 0 then break end
+  for _, id in ipairs(ids) do
+    seen = seen + 1
+    local jk = P .. ':job:' .. id
+    if redis.call('HGET', jk, 'state') ~= 'pending' then
+      redis.call('ZREM', P .. ':due', id)
+    else
+      local take = true
+      if gated then
+        local job = redis.call('HMGET', jk, 'mode', 'queue')
+        if gated[job[1] or ''] then
+          local left = tonumber(room[job[2] or ''] or 0)
+          if left >= 1 then room[job[2]] = left - 1 else take = false end
+        end
+      end
+      if take then
+        redis.call('ZREM', P .. ':due', id)
+        redis.call('HSET', jk, 'state', 'leased', 'phase', 'claimed', 'owner', owner, 'lease_until', till)
+        redis.call('ZADD', P .. ':leases', till, id)
+        table.insert(out, redis.call('HGETALL', jk))
+      else
+        skipped = skipped + 1
+      end
+    end
   end
 end
 return out
@@ -367,9 +393,19 @@ class JobStore:
         result, job_id = self._add(args=args)
         return result, job_id
 
-    def claim(self, now: float, limit: int, lease: float) -> list[Job]:
-        """Lease up to ``limit`` due jobs, earliest due first (FIFO by original place)."""
-        raw = self._claim(args=[self.prefix, repr(now), limit, self.owner, repr(now + lease)])
+    def claim(self, now: float, limit: int, lease: float, *, gated_modes: Iterable[str] = (),
+              room: Mapping[str, int] | None = None, scan: int = 500) -> list[Job]:
+        """Lease up to ``limit`` due jobs, earliest due first (FIFO by original place).
+
+        With ``room`` (queue → how many may go now), a job of one of the ``gated_modes`` is taken
+        only while its queue has room left (unknown queue: none); the others are skipped and keep
+        their place, so jobs behind them (other modes, other queues) go instead. At most ``scan``
+        due jobs are looked at.
+        """
+        gate = ""
+        if room is not None:
+            gate = json.dumps({"modes": sorted(gated_modes), "room": {q: int(n) for q, n in room.items()}})
+        raw = self._claim(args=[self.prefix, repr(now), limit, self.owner, repr(now + lease), scan, gate])
         return [Job.from_hash(_pairs(item)) for item in raw]
 
     def mark_dialing(self, job_id: str, attempt_id: str, now: float, lease: float, cap: int) -> tuple[str, Any]:

@@ -2,24 +2,36 @@
 
 Per trunk: ``channels`` (the trunk's capacity), ``reserve`` (channels kept for
 citizens calling in: outbound never takes them), ``max_outbound`` (concurrent
-outbound channels) and ``rate`` (new calls per second, a token bucket). The
-trunk's channels in use come from the monitor (all directions) and the dialer's
-own calls in progress are added on top: a call just originated is not up on
-the trunk yet, so its channel may be missing from the monitor's count, and
-counting an outbound call twice errs on the side of inbound capacity. For agent-first calls an
-available agent must be free that no other agent-first call in flight holds.
+outbound channels) and ``rate`` (new calls per second, a token bucket with a
+burst of one second's worth). The trunk's channels in use come from the live
+monitor (all directions) and the outbound calls in flight are added on top: a
+call just originated is not up on the trunk yet, so its channel may be missing
+from the monitor's count, and counting an outbound call twice errs on the side
+of inbound capacity.
 
-Pure apart from the injected clock; the caller asks :meth:`Pacer.acquire` and
-gives the slot back with :meth:`Pacer.release` when the attempt ends.
+Calls that end in the agent queue (:data:`AGENT_MODES`: citizen-first callbacks
+join it at callback priority, ahead of citizens calling in; agent-first calls
+wait in it for an agent) start only while the queue has agents to spare:
+``available − waiting − held ≥ agent_margin``, where ``waiting`` counts everyone
+already waiting in the queue (inbound callers and callbacks) and ``held`` the
+agent-bound calls started but not yet waiting there. Surveys never reach an
+agent and are not gated.
+
+Split in two: :class:`Pacer` is this process's view — the limits and the live
+monitor (a fast path: no Redis round trip while the reserve is visibly taken) —
+and :class:`~.pacestore.PaceStore` keeps what every gateway instance shares
+(token bucket, calls in flight, agent holds) in Redis. The dispatch loop
+(:mod:`.service`) asks both.
 """
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
-from twisted.internet.interfaces import IReactorTime
+__all__ = ["AGENT_MODES", "Pacer", "QueueLoad", "Slot", "TrunkLimit"]
 
-__all__ = ["Pacer", "Slot", "TrunkLimit"]
+#: job modes whose call ends in the agent queue (surveys do not)
+AGENT_MODES = frozenset({"citizen-first", "agent-first"})
 
 
 @dataclass(frozen=True)
@@ -35,92 +47,87 @@ class TrunkLimit:
 
 
 @dataclass(frozen=True)
+class QueueLoad:
+    """A queue by the live monitor: agents available now, callers waiting now."""
+
+    available: int
+    waiting: int
+
+
+@dataclass(frozen=True)
 class Slot:
+    """One outbound call's place on the trunk (``id`` in the shared store), and the queue whose
+    agent it holds until the call waits in that queue (None: no hold)."""
+
     trunk: str
+    id: str
     agent_queue: str | None = None
+
+
+@dataclass(frozen=True)
+class _Release:
+    slot: Slot
+    call: bool  # end the call slot (else only the agent hold)
+    refund: bool  # no call was made: its token comes back
 
 
 class Pacer:
     def __init__(
         self,
-        clock: IReactorTime,
         limits: Mapping[str, TrunkLimit],
         trunk_channels: Callable[[str], int] = lambda trunk: 0,
-        available_agents: Callable[[str], int] = lambda queue: 0,
+        queue_loads: Callable[[], Mapping[str, QueueLoad]] = dict,
+        agent_margin: int = 1,
     ) -> None:
-        self.clock = clock
+        if agent_margin < 1:
+            raise ValueError("agent_margin ≥ 1: an agent-bound call needs an agent no one waiting will take")
         self.limits = dict(limits)
+        self.agent_margin = agent_margin
         self._trunk_channels = trunk_channels
-        self._available_agents = available_agents
-        self._active: dict[str, int] = {name: 0 for name in self.limits}
-        self._tokens: dict[str, float] = {name: 1.0 for name in self.limits}
-        self._refilled: dict[str, float] = {name: clock.seconds() for name in self.limits}
-        self._agents_held: dict[str, int] = {}
+        self._queue_loads = queue_loads
+        self._releases: list[_Release] = []
 
-    def active(self, trunk: str) -> int:
-        return self._active.get(trunk, 0)
+    # -- the live monitor (this process) --------------------------------------------------------
+    def trunk_room(self, trunk: str) -> int:
+        """Channels outbound may use on ``trunk`` by the monitor (before subtracting calls in flight)."""
+        limit = self.limits.get(trunk)
+        if limit is None or limit.max_outbound < 1:
+            return 0
+        return max(0, limit.channels - limit.reserve - self._trunk_channels(trunk))
 
-    def _refill(self, trunk: str, limit: TrunkLimit) -> None:
-        now = self.clock.seconds()
-        elapsed = max(0.0, now - self._refilled[trunk])
-        self._refilled[trunk] = now
-        # burst of at most one second's worth (at least one call)
-        self._tokens[trunk] = min(max(1.0, limit.rate), self._tokens[trunk] + elapsed * limit.rate)
-
-    def why_not(self, trunk: str, agent_queue: str | None = None) -> str | None:
-        """The reason no call may start now on ``trunk`` (None: one may)."""
+    def why_not(self, trunk: str) -> str | None:
+        """The reason no call may start on ``trunk`` that this process sees without asking Redis."""
         limit = self.limits.get(trunk)
         if limit is None:
             return "unknown trunk"
-        own = self._active[trunk]
-        if own >= limit.max_outbound:
+        if limit.max_outbound < 1:
             return "outbound channels"
-        # The monitor's count may or may not include our own calls yet (a call just
-        # originated is not up on the trunk); counting them on top errs on inbound's side.
-        if self._trunk_channels(trunk) + own + 1 > limit.channels - limit.reserve:
+        if self.trunk_room(trunk) < 1:
             return "inbound reserve"
-        self._refill(trunk, limit)
-        if self._tokens[trunk] < 1.0:
-            return "call rate"
-        if agent_queue is not None and not self.agent_free(agent_queue):
-            return "no available agent"
         return None
 
-    def agent_free(self, queue: str) -> bool:
-        """An available agent of ``queue`` that no agent-first call in flight holds."""
-        return self._available_agents(queue) - self._agents_held.get(queue, 0) >= 1
+    def agent_bases(self) -> dict[str, int]:
+        """Per queue, how many agent-bound calls may start before counting holds:
+        ``available − waiting − agent_margin + 1`` (≥ 1 means one may)."""
+        return {queue: load.available - load.waiting - self.agent_margin + 1
+                for queue, load in self._queue_loads().items()}
 
-    def take_agent(self, queue: str) -> bool:
-        if not self.agent_free(queue):
-            return False
-        self._agents_held[queue] = self._agents_held.get(queue, 0) + 1
-        return True
+    # -- slots given back (flushed to the shared store by the dialer) ----------------------------
+    def release(self, slot: Slot, *, refund: bool = True) -> None:
+        """The slot's call is over (``refund=False``) or never started (its token comes back)."""
+        self._releases.append(_Release(slot, True, refund))
 
-    def give_agent(self, queue: str) -> None:
-        self._agents_held[queue] = max(0, self._agents_held.get(queue, 0) - 1)
+    def release_agent(self, slot: Slot) -> Slot:
+        """The call now waits in the queue (the monitor counts it there): drop its agent hold."""
+        if slot.agent_queue is None:
+            return slot
+        self._releases.append(_Release(slot, False, False))
+        return Slot(slot.trunk, slot.id)
 
-    def acquire(self, trunk: str, agent_queue: str | None = None) -> Slot | None:
-        if self.why_not(trunk, agent_queue) is not None:
-            return None
-        self._tokens[trunk] -= 1.0
-        self._active[trunk] += 1
-        if agent_queue is not None:
-            self._agents_held[agent_queue] = self._agents_held.get(agent_queue, 0) + 1
-        return Slot(trunk, agent_queue)
+    def take_releases(self) -> list[_Release]:
+        releases, self._releases = self._releases, []
+        return releases
 
-    def release(self, slot: Slot) -> None:
-        self._active[slot.trunk] = max(0, self._active.get(slot.trunk, 0) - 1)
-        if slot.agent_queue is not None:
-            self.give_agent(slot.agent_queue)
-
-    def adopt(self, trunk: str) -> Slot:
-        """Count a call already in progress (recovered after a restart) without asking."""
-        self._active[trunk] = self._active.get(trunk, 0) + 1
-        return Slot(trunk)
-
-    def next_token_in(self, trunk: str) -> float:
-        """Seconds until the rate allows the next call on ``trunk`` (0: now)."""
-        limit = self.limits[trunk]
-        self._refill(trunk, limit)
-        missing = 1.0 - self._tokens[trunk]
-        return 0.0 if missing <= 0 else missing / limit.rate
+    def put_back_releases(self, releases: list[_Release]) -> None:
+        """The shared store did not answer: keep them for the next flush."""
+        self._releases[:0] = releases

@@ -1,8 +1,11 @@
 """The dispatch loop: claim due jobs, pace, originate, settle, retry.
 
 Every ``poll_interval`` seconds (injected clock), while AMI is logged in, Redis
-answers and the call window is open: take pacing slots (trunk capacity minus
-the inbound reserve, call rate), lease that many due jobs (earliest first),
+answers and the call window is open: take pacing slots from the store every
+instance shares (trunk capacity minus the inbound reserve, calls in flight,
+call rate — see :mod:`.pacing`), lease that many due jobs (earliest first;
+jobs bound for an agent queue without an agent to spare are skipped and keep
+their place, so the jobs behind them go), give back the slots no job used,
 write ahead ``dialing`` (caps, do-not-call, cancellation checked atomically),
 send the Originate. Outcomes come from AMI events (see :mod:`.originate`); an
 attempt whose events were missed (AMI reconnect, gateway restart) is settled
@@ -37,7 +40,8 @@ from .originate import (
     outcome_from_reason,
     parse_record,
 )
-from .pacing import Pacer, Slot
+from .pacestore import PaceStore, new_slot_id
+from .pacing import AGENT_MODES, Pacer, Slot
 from .policy import NumberPolicy
 from .retry import ATTEMPT_OUTCOMES, FINAL_OUTCOMES, RetryPolicy
 from .windows import CallWindows
@@ -125,6 +129,7 @@ class Dialer:
         store: JobStore,
         ami: ActionSender,
         pacer: Pacer,
+        pace_store: PaceStore,
         windows: CallWindows,
         retry: RetryPolicy,
         metrics: DialerMetrics,
@@ -136,6 +141,7 @@ class Dialer:
         self.store = store
         self.ami = ami
         self.pacer = pacer
+        self.paces = pace_store
         self.windows = windows
         self.retry = retry
         self.metrics = metrics
@@ -180,6 +186,7 @@ class Dialer:
             "OriginateResponse": self.on_originate_response,
             "UserEvent": self.on_user_event,
             "Hangup": self.on_hangup,
+            "QueueCallerJoin": self.on_queue_join,
         }
 
     def start(self) -> None:
@@ -247,6 +254,8 @@ class Dialer:
         mine = [a.job.id for a in self.attempts.values() if not a.concluded]
         if mine:
             await self._run(lambda: self.store.renew(mine, now, lease))
+        await self._renew_slots(now)
+        await self._flush_releases()
         unfinished, self._unfinished = self._unfinished, []
         for attempt, outcome in unfinished:
             await self._record(attempt, outcome)
@@ -257,7 +266,9 @@ class Dialer:
             self.metrics.recovered.inc()
             log.info("dialer: taking over attempt {attempt} of job {job} (lease expired)", attempt=job.attempt_id,
                      job=job.id)
-            attempt = _Attempt(job.attempt_id, job, job.attempts, self.pacer.adopt(self.settings.trunk), now)
+            slot = Slot(self.settings.trunk, new_slot_id())
+            await self._run(lambda: self.paces.adopt(slot.trunk, slot.id, now, lease))
+            attempt = _Attempt(job.attempt_id, job, job.attempts, slot, now)
             self.attempts[attempt.id] = attempt
             self.metrics.in_flight.set(len(self.attempts))
             self._settle_later(attempt, 0)
@@ -267,28 +278,84 @@ class Dialer:
                 self._settle_later(attempt, 0)
 
     async def _dispatch(self, now: float) -> None:
-        slots: list[Slot] = []
-        while len(slots) < self.settings.batch:
-            slot = self.pacer.acquire(self.settings.trunk)
-            if slot is None:
-                break
-            slots.append(slot)
-        if not slots:
+        trunk, lease = self.settings.trunk, self.settings.lease
+        if self.pacer.why_not(trunk) is not None:
+            return  # the live monitor already says no (inbound reserve): no Redis round trip
+        limit = self.pacer.limits[trunk]
+        room = self.pacer.trunk_room(trunk)
+        bases = self.pacer.agent_bases()
+        ids = [new_slot_id() for _ in range(self.settings.batch)]
+        granted, agent_room = await self._run(lambda: self.paces.acquire(trunk, limit, now, ids, room, lease, bases))
+        if not granted:
             return
+        slots = [Slot(trunk, slot_id) for slot_id in granted]
         try:
-            jobs = await self._run(lambda: self.store.claim(now, len(slots), self.settings.lease))
+            jobs = await self._run(lambda: self.store.claim(now, len(slots), lease, gated_modes=AGENT_MODES,
+                                                            room=agent_room))
+            pairs = list(zip(jobs, slots))
+            unused = [slot.id for slot in slots[len(jobs):]]
+            holds = [(slot.id, job.queue, bases.get(job.queue, 0)) for job, slot in pairs if job.mode in AGENT_MODES]
+            # unused slots give their tokens back; agent-bound jobs hold an agent (all instances counted)
+            refused = set()
+            if unused or holds:
+                refused = await self._run(lambda: self.paces.commit(trunk, limit, now, lease, unused, holds))
         except Exception:
+            # Redis failed: the slots go back once it answers (or their leases run out); jobs already
+            # claimed return to their place when their leases run out
             for slot in slots:
                 self.pacer.release(slot)
             raise
-        for slot in slots[len(jobs):]:
-            self.pacer.release(slot)
-        # each start is its own write-ahead round trip: run them side by side in the pool
-        starts = [defer.Deferred.fromCoroutine(self._start(job, slot, now)) for job, slot in zip(jobs, slots)]
+        starts = []
+        for job, slot in pairs:
+            if slot.id in refused:
+                # another instance took the last agent to spare: back to its place, no attempt counted
+                starts.append(defer.Deferred.fromCoroutine(self._put_back(job, now)))
+                continue
+            if job.mode in AGENT_MODES:
+                slot = Slot(trunk, slot.id, job.queue)
+            # each start is its own write-ahead round trip: run them side by side in the pool
+            starts.append(defer.Deferred.fromCoroutine(self._start(job, slot, now)))
         results = await defer.DeferredList(starts, consumeErrors=True)
+        await self._flush_releases()
         for ok, failure in results:
             if not ok:
                 raise failure.value
+
+    async def _put_back(self, job: Job, now: float) -> None:
+        await self._run(lambda: self.store.finish(job.id, now, None, retry_at=job.due_at))
+
+    async def _renew_slots(self, now: float) -> None:
+        live = [a.slot for a in self.attempts.values() if not a.concluded and a.slot is not None]
+        lease = self.settings.lease
+        for trunk in {slot.trunk for slot in live}:
+            mine = [slot for slot in live if slot.trunk == trunk]
+            holds = [(slot.agent_queue, slot.id) for slot in mine if slot.agent_queue is not None]
+            await self._run(lambda: self.paces.renew(trunk, now, lease, [slot.id for slot in mine], holds))
+
+    def _flush_releases(self) -> defer.Deferred:
+        """Write the slots and holds given back to the shared store; on failure keep them for the
+        next try (until then their leases run out on their own)."""
+        releases = self.pacer.take_releases()
+        if not releases:
+            return defer.succeed(None)
+        now = self.clock.seconds()
+
+        def write() -> None:
+            for trunk in {r.slot.trunk for r in releases}:
+                mine = [r for r in releases if r.slot.trunk == trunk]
+                self.paces.release(
+                    trunk, self.pacer.limits[trunk], now,
+                    refund=[r.slot.id for r in mine if r.call and r.refund],
+                    spent=[r.slot.id for r in mine if r.call and not r.refund],
+                    holds=[(r.slot.agent_queue, r.slot.id) for r in mine if r.slot.agent_queue is not None],
+                )
+
+        def failed(failure) -> None:
+            self.pacer.put_back_releases(releases)
+            self.metrics.store_failures.inc()
+            log.warn("dialer: cannot give pacing slots back yet: {error}", error=failure.getErrorMessage())
+
+        return self._run(write).addErrback(failed)
 
     async def _start(self, job: Job, slot: Slot, now: float) -> None:
         if now >= job.expires_at:
@@ -305,13 +372,6 @@ class Dialer:
                 self.pacer.release(slot)
                 await self._reject(job, decision.reason, now)
                 return
-        if job.mode == "agent-first":
-            if not self.pacer.take_agent(job.queue):
-                self.pacer.release(slot)
-                # back to its place in line, no attempt counted
-                await self._run(lambda: self.store.finish(job.id, now, None, retry_at=job.due_at))
-                return
-            slot = Slot(slot.trunk, job.queue)
         windows = self._campaign_windows.get(job.campaign)
         if windows is not None and not windows.is_open(now):
             self.pacer.release(slot)
@@ -431,6 +491,17 @@ class Dialer:
             # event normally came first; if not (filtered, missed), Asterisk's AstDB record settles it.
             self._settle_later(attempt, 1.0)
 
+    def on_queue_join(self, message: AmiMessage) -> None:
+        """An attempt's leg now waits in the agent queue (citizen-first: the answered citizen;
+        agent-first: the waiting leg): the monitor counts it as waiting from now on, so its agent
+        hold ends."""
+        uniqueid = message.get("Uniqueid")
+        attempt = self.attempts.get(uniqueid) or self.attempts.get(uniqueid.removesuffix("-2"))
+        if attempt is None or attempt.concluded or attempt.slot is None or attempt.slot.agent_queue is None:
+            return
+        attempt.slot = self.pacer.release_agent(attempt.slot)
+        self._flush_releases()
+
     def connection_lost(self) -> None:
         """AMI went away: events for attempts in progress may be lost; settle them after reconnecting."""
         self._by_action.clear()
@@ -510,8 +581,9 @@ class Dialer:
             attempt.timer.cancel()
         attempt.timer = None
         if attempt.slot is not None:
-            self.pacer.release(attempt.slot)
+            self.pacer.release(attempt.slot, refund=False)
             attempt.slot = None
+            self._flush_releases()
         if outcome.outcome in ATTEMPT_OUTCOMES:
             self.metrics.attempts.labels(campaign=attempt.job.campaign, outcome=outcome.outcome).inc()
         for listener in list(self._attempt_listeners):

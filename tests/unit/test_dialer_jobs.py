@@ -29,6 +29,38 @@ def test_due_jobs_are_claimed_first_in_first_out_by_original_time(dialer_redis):
     assert [j.id for j in s.claim(NOW, 10, 30)] == ["early", "late"]
 
 
+def mode_job(job_id, number, original, mode, queue="12345"):
+    e164 = "+86" + number.lstrip("0")
+    return NewJob(job_id, "callback", number, e164, original, original, NOW + 86400, mode=mode, queue=queue)
+
+
+def test_jobs_of_a_gated_mode_wait_for_room_in_their_queue_while_the_jobs_behind_them_go(dialer_redis):
+    s = store(dialer_redis)
+    s.add(mode_job("cb-1", "13800000001", NOW - 50, "citizen-first"), NOW)
+    s.add(mode_job("sv-1", "13800000002", NOW - 40, "survey"), NOW)
+    s.add(mode_job("cb-2", "13800000003", NOW - 30, "agent-first"), NOW)
+    s.add(mode_job("cb-3", "13800000004", NOW - 20, "citizen-first", queue="elderly"), NOW)
+    s.add(mode_job("sv-2", "13800000005", NOW - 10, "survey"), NOW)
+    gated = ("citizen-first", "agent-first")
+    assert [j.id for j in s.claim(NOW, 10, 30, gated_modes=gated, room={"12345": 0})] == ["sv-1", "sv-2"]
+    assert [j.id for j in s.claim(NOW, 10, 30, gated_modes=gated, room={"12345": 1, "elderly": 1})] == [
+        "cb-1", "cb-3"]  # one each: the first in line of each queue; a queue the room does not name gets none
+    assert [j.id for j in s.claim(NOW, 10, 30, gated_modes=gated, room={})] == []
+    assert [j.id for j in s.claim(NOW, 10, 30)] == ["cb-2"]  # no room given: no gate
+
+
+def test_a_gated_claim_stops_at_its_limit_and_its_scan(dialer_redis):
+    s = store(dialer_redis)
+    for i in range(6):
+        s.add(mode_job(f"cb-{i}", f"1380000000{i}", NOW - 100 + i, "citizen-first"), NOW)
+    s.add(mode_job("sv-1", "13900000001", NOW - 50, "survey"), NOW)
+    s.add(mode_job("sv-2", "13900000002", NOW - 40, "survey"), NOW)
+    gated = ("citizen-first",)
+    assert [j.id for j in s.claim(NOW, 1, 30, gated_modes=gated, room={}, scan=5)] == []
+    assert [j.id for j in s.claim(NOW, 1, 30, gated_modes=gated, room={})] == ["sv-1"]
+    assert s.counts()["due"] == 7
+
+
 def test_adding_the_same_job_twice_is_a_no_op(dialer_redis):
     s = store(dialer_redis)
     assert s.add(job("cb-1"), NOW) == ("added", "cb-1")

@@ -15,7 +15,8 @@ from twisted.internet import defer, task
 from gateway.ami.codec import AmiMessage
 from gateway.ami.protocol import AmiActionError, AmiConnectionLost
 from gateway.dialer.jobs import JobStore, NewJob
-from gateway.dialer.pacing import Pacer, TrunkLimit
+from gateway.dialer.pacestore import PaceStore
+from gateway.dialer.pacing import Pacer, QueueLoad, TrunkLimit
 from gateway.dialer.policy import NumberPolicy
 from gateway.dialer.retry import RetryPolicy
 from gateway.dialer.service import Dialer, DialerMetrics, DialerSettings
@@ -70,7 +71,8 @@ class FakeAmi:
 
 
 class Rig:
-    def __init__(self, client, owner="gw-a", clock=None, settings=None, ami=None, policy=None, **limits):
+    def __init__(self, client, owner="gw-a", clock=None, settings=None, ami=None, policy=None, agent_margin=1,
+                 **limits):
         self.clock = clock or task.Clock()
         if clock is None:
             self.clock.advance(START)
@@ -85,20 +87,28 @@ class Rig:
                 return defer.fail(ConnectionError("redis down"))
             return defer.maybeDeferred(fn)
 
-        self.pacer = Pacer(self.clock, {"carrier": TrunkLimit(**{"channels": 30, "reserve": 10, "max_outbound": 5,
-                                                                 "rate": 100.0, **limits})})
+        #: the live monitor's view of the agent queue (plenty of agents unless a test says otherwise)
+        self.queues = {"12345": QueueLoad(available=10, waiting=0)}
+        self.trunk_channels = 0
+        self.pacer = Pacer({"carrier": TrunkLimit(**{"channels": 30, "reserve": 10, "max_outbound": 5,
+                                                     "rate": 100.0, **limits})},
+                           trunk_channels=lambda trunk: self.trunk_channels, queue_loads=lambda: dict(self.queues),
+                           agent_margin=agent_margin)
+        self.paces = PaceStore(client, key_prefix="t")
         self.dialer = Dialer(
             clock=self.clock, run_blocking=run_blocking, store=self.store, ami=self.ami, pacer=self.pacer,
+            pace_store=self.paces,
             windows=CallWindows("08:00", "21:00", holidays="statutory"), retry=RetryPolicy(max_attempts=3),
             metrics=DialerMetrics(self.registry), settings=settings or DialerSettings(min_talk=10, lease=60),
             policy=policy,
         )
         self.dialer.add_final_listener(lambda job, final, outcome, at: self.finals.append((job.id, final)))
 
-    def add(self, job_id, number="13800138000", original=None, expires=None, mode="citizen-first"):
+    def add(self, job_id, number="13800138000", original=None, expires=None, mode="citizen-first",
+            campaign="callback"):
         original = START - 60 if original is None else original
         e164 = "+86" + number.lstrip("0")
-        self.store.add(NewJob(job_id, "callback", number, e164, original, original,
+        self.store.add(NewJob(job_id, campaign, number, e164, original, original,
                               expires or original + 86400, caller_id="02112345", mode=mode), self.clock.seconds())
 
     def tick(self):
@@ -135,7 +145,7 @@ def test_busy_from_the_dialplan_event_schedules_a_retry_with_the_busy_backoff(di
     assert job.state == "pending" and job.due_at == rig.clock.seconds() + 300
     assert rig.store.history("cb-1")[-1]["outcome"] == "busy"
     assert rig.sample("hotline_dialer_attempts_total", campaign="callback", outcome="busy") == 1
-    assert rig.pacer.active("carrier") == 0
+    assert rig.paces.in_flight("carrier", rig.clock.seconds()) == 0  # its slot is back in the shared store
 
 
 def test_the_reason_code_alone_gives_the_outcome_when_no_dialplan_event_came(dialer_redis):
@@ -330,12 +340,11 @@ def test_an_originate_refused_by_asterisk_is_a_failed_attempt(dialer_redis):
 
 def test_agent_first_waits_for_a_free_agent_and_keeps_its_place(dialer_redis):
     rig = Rig(dialer_redis)
-    agents = {"n": 0}
-    rig.pacer._available_agents = lambda queue: agents["n"]
+    rig.queues["12345"] = QueueLoad(available=0, waiting=0)
     rig.add("cb-1", mode="agent-first")
     rig.tick()
     assert rig.ami.originates() == [] and rig.store.get("cb-1").state == "pending"
-    agents["n"] = 1
+    rig.queues["12345"] = QueueLoad(available=1, waiting=0)
     rig.clock.advance(1)
     rig.tick()
     [(fields, variables, _)] = rig.ami.originates()
@@ -357,7 +366,7 @@ def test_a_number_the_policy_refuses_now_is_never_dialled_and_its_job_ends_rejec
         rig.tick()
     finally:
         globalLogPublisher.removeObserver(events.append)
-    assert rig.ami.originates() == [] and rig.pacer.active("carrier") == 0
+    assert rig.ami.originates() == [] and rig.paces.in_flight("carrier", rig.clock.seconds()) == 0
     job = rig.store.get("cb-1")
     assert job.state == "done" and job.outcome == "rejected" and job.attempts == 0
     assert rig.store.history("cb-1")[-2]["outcome"] == "rejected_by_policy"
@@ -378,3 +387,228 @@ def test_a_policy_tightened_after_scheduling_stops_the_next_attempt(dialer_redis
     [(fields, _, _)] = rig.ami.originates()
     assert fields["Channel"] == "Local/02088889999@hotline-callback-out/n"
     assert rig.store.get("cb-mobile").outcome == "rejected"
+
+
+def dialled(rig):
+    """The numbers originated so far, in order (agent-first calls carry it in HOTLINE_CB_DIAL)."""
+    return [next(v.split("=", 1)[1] for v in variables if v.startswith("__HOTLINE_CB_DIAL="))
+            for _, variables, _ in rig.ami.originates()]
+
+
+def finish_call(rig, index, data="result,1,30"):
+    attempt = rig.ami.originates()[index][0]["ChannelId"]
+    rig.dialer.on_user_event(msg(Event="UserEvent", UserEvent="HotlineCallback", AttemptId=attempt, Step="done",
+                                 Data=data))
+
+
+def test_a_waiting_inbound_caller_blocks_a_citizen_first_callback_until_an_agent_is_free(dialer_redis):
+    rig = Rig(dialer_redis)
+    rig.queues["12345"] = QueueLoad(available=1, waiting=1)  # the one free agent is the waiting caller's
+    rig.add("cb-1", "13800000001")
+    rig.tick()
+    assert rig.ami.originates() == [] and rig.store.get("cb-1").state == "pending"
+    rig.queues["12345"] = QueueLoad(available=0, waiting=0)  # the caller got the agent
+    rig.clock.advance(1)
+    rig.tick()
+    assert rig.ami.originates() == []
+    rig.queues["12345"] = QueueLoad(available=1, waiting=0)  # another agent is free, no one waits
+    rig.clock.advance(1)
+    rig.tick()
+    assert dialled(rig) == ["13800000001"]
+
+
+def test_surveys_are_not_held_back_by_callers_waiting_for_agents(dialer_redis):
+    rig = Rig(dialer_redis)
+    rig.queues["12345"] = QueueLoad(available=0, waiting=5)
+    rig.add("cb-1", "13800000001")
+    rig.add("sv-1", "13800000002", original=START - 30, mode="survey", campaign="survey")
+    rig.tick()
+    assert dialled(rig) == ["13800000002"]
+    assert rig.ami.originates()[0][0]["Context"] == "hotline-survey"
+    assert rig.store.get("cb-1").state == "pending"
+
+
+def test_the_agent_margin_keeps_more_agents_free_for_inbound_callers(dialer_redis):
+    rig = Rig(dialer_redis, agent_margin=2)
+    rig.queues["12345"] = QueueLoad(available=2, waiting=1)
+    rig.add("cb-1", "13800000001")
+    rig.tick()
+    assert rig.ami.originates() == []
+    rig.queues["12345"] = QueueLoad(available=3, waiting=1)
+    rig.clock.advance(1)
+    rig.tick()
+    assert dialled(rig) == ["13800000001"]
+
+
+def test_a_callback_holds_its_agent_until_it_waits_in_the_queue(dialer_redis):
+    """Ringing the citizen the callback is nowhere in the queue yet: it holds the free agent, then the
+    monitor counts it as waiting."""
+    rig = Rig(dialer_redis)
+    rig.queues["12345"] = QueueLoad(available=1, waiting=0)
+    rig.add("cb-1", "13800000001")
+    rig.add("cb-2", "13800000002", original=START - 30)
+    rig.tick()
+    assert dialled(rig) == ["13800000001"]
+    rig.clock.advance(1)
+    rig.tick()
+    assert len(rig.ami.originates()) == 1 and rig.paces.held("12345", rig.clock.seconds()) == 1
+    attempt = rig.ami.originates()[0][0]["ChannelId"]
+    rig.dialer.on_queue_join(msg(Event="QueueCallerJoin", Queue="12345", Uniqueid=attempt, Position="1"))
+    rig.queues["12345"] = QueueLoad(available=1, waiting=1)
+    assert rig.paces.held("12345", rig.clock.seconds()) == 0
+    rig.clock.advance(1)
+    rig.tick()
+    assert len(rig.ami.originates()) == 1  # the free agent is the waiting callback's
+    rig.queues["12345"] = QueueLoad(available=1, waiting=0)  # answered by one agent, another one free
+    rig.clock.advance(1)
+    rig.tick()
+    assert dialled(rig) == ["13800000001", "13800000002"]
+
+
+def test_an_agent_first_call_holds_its_agent_until_its_waiting_leg_joins_the_queue(dialer_redis):
+    rig = Rig(dialer_redis)
+    rig.queues["12345"] = QueueLoad(available=1, waiting=0)
+    rig.add("af-1", "13800000001", mode="agent-first")
+    rig.tick()
+    attempt = rig.ami.originates()[0][0]["ChannelId"]
+    assert rig.paces.held("12345", rig.clock.seconds()) == 1
+    rig.dialer.on_queue_join(msg(Event="QueueCallerJoin", Queue="12345", Uniqueid="someone-else", Position="1"))
+    assert rig.paces.held("12345", rig.clock.seconds()) == 1
+    rig.dialer.on_queue_join(msg(Event="QueueCallerJoin", Queue="12345", Uniqueid=f"{attempt}-2", Position="1"))
+    assert rig.paces.held("12345", rig.clock.seconds()) == 0
+
+
+def test_an_agent_first_job_without_an_agent_does_not_block_the_jobs_behind_it(dialer_redis):
+    """One call per second, the head of the line waits for an agent: the surveys behind it take the
+    tokens it cannot use; the agent-bound jobs keep their order among themselves."""
+    rig = Rig(dialer_redis, rate=1.0)
+    rig.queues["12345"] = QueueLoad(available=0, waiting=0)
+    rig.add("af-1", "13800000001", original=START - 60, mode="agent-first")
+    rig.add("sv-1", "13800000002", original=START - 50, mode="survey", campaign="survey")
+    rig.add("cf-1", "13800000003", original=START - 40)
+    rig.add("sv-2", "13800000004", original=START - 30, mode="survey", campaign="survey")
+    rig.tick()
+    assert dialled(rig) == ["13800000002"]
+    rig.clock.advance(1)
+    rig.tick()
+    assert dialled(rig) == ["13800000002", "13800000004"]
+    rig.clock.advance(1)
+    rig.tick()
+    assert len(rig.ami.originates()) == 2  # no agent: the callbacks wait, tokens unused
+    rig.queues["12345"] = QueueLoad(available=1, waiting=0)
+    rig.clock.advance(1)
+    rig.tick()
+    assert dialled(rig)[2:] == ["13800000001"]  # first in line among the agent-bound jobs
+    assert rig.store.get("cf-1").state == "pending"
+    rig.queues["12345"] = QueueLoad(available=2, waiting=0)
+    rig.clock.advance(1)
+    rig.tick()
+    assert dialled(rig)[2:] == ["13800000001", "13800000003"]
+
+
+def test_a_job_that_ends_without_a_call_gives_its_token_back_in_the_same_tick(dialer_redis):
+    rig = Rig(dialer_redis, rate=1.0)
+    rig.add("old", "13800000001", original=START - 7200, expires=START - 1)
+    rig.tick()
+    assert rig.finals == [("old", "expired")]
+    rig.add("cb-1", "13800000002")
+    rig.tick()  # same instant: the expired job's token is still there
+    assert dialled(rig) == ["13800000002"]
+
+
+def test_a_pacing_store_failure_pauses_the_dialer_instead_of_dialling_unpaced(dialer_redis):
+    rig = Rig(dialer_redis)
+    rig.add("cb-1")
+
+    def down(*args, **kwargs):
+        raise ConnectionError("redis down")
+
+    acquire, rig.paces.acquire = rig.paces.acquire, down
+    rig.tick()
+    assert rig.ami.originates() == [] and rig.dialer.pause_reason == "redis"
+    assert rig.store.get("cb-1").state == "pending"
+    rig.paces.acquire = acquire
+    rig.clock.advance(6)
+    rig.tick()
+    assert len(rig.ami.originates()) == 1 and rig.dialer.pause_reason is None
+
+
+def test_a_slot_given_back_while_redis_is_down_is_given_back_once_it_returns(dialer_redis):
+    rig = Rig(dialer_redis, max_outbound=1)
+    rig.add("cb-1", "13800000001")
+    rig.add("cb-2", "13800000002", original=START - 30)
+    rig.tick()
+    rig.broken = True
+    finish_call(rig, 0)  # settled (kept to write later), its slot kept to give back later
+    assert rig.paces.in_flight("carrier", rig.clock.seconds()) == 1
+    rig.broken = False
+    rig.clock.advance(6)
+    rig.tick()
+    assert rig.store.get("cb-1").outcome == "connected"
+    assert dialled(rig) == ["13800000001", "13800000002"]
+
+
+class TwoInstances:
+    """Two gateways on one clock and one Redis (each with its own AMI session), calls answered and
+    ended ``call_length`` seconds after their Originate."""
+
+    def __init__(self, client, jobs, call_length, **limits):
+        self.clock = task.Clock()
+        self.clock.advance(START)
+        self.rigs = [Rig(client, owner=owner, clock=self.clock, **limits) for owner in ("gw-a", "gw-b")]
+        for i in range(jobs):
+            self.rigs[0].add(f"job-{i:02d}", f"138000000{i:02d}", original=START - 600 + i)
+        self.call_length = call_length
+        self.started: list[tuple[float, int, int]] = []  # (at, rig, index)
+        self.ended: set[tuple[int, int]] = set()
+        self.steps = 0
+
+    def step(self, dt):
+        self.steps += 1
+        # which gateway looks first at an instant varies, as it would between two processes
+        for r in ((0, 1) if self.steps % 3 else (1, 0)):
+            rig = self.rigs[r]
+            before = len(rig.ami.originates())
+            rig.tick()
+            self.started += [(self.clock.seconds(), r, i) for i in range(before, len(rig.ami.originates()))]
+        for at, r, i in self.started:
+            if (r, i) not in self.ended and self.clock.seconds() - at >= self.call_length:
+                finish_call(self.rigs[r], i)
+                self.ended.add((r, i))
+        self.clock.advance(dt)
+
+    def in_flight(self):
+        return len(self.started) - len(self.ended)
+
+    def numbers(self):
+        return sorted(dialled(self.rigs[0]) + dialled(self.rigs[1]))
+
+    def finals(self):
+        return sorted(self.rigs[0].finals + self.rigs[1].finals)
+
+
+def test_two_instances_together_never_exceed_the_trunks_calls_per_second_and_dial_every_job_once(dialer_redis):
+    pair = TwoInstances(dialer_redis, jobs=12, call_length=1.0, rate=1.0, max_outbound=10)
+    t0 = pair.clock.seconds()
+    while len(pair.finals()) < 12 and pair.clock.seconds() < t0 + 60:
+        pair.step(0.25)
+        # a full bucket (one call) at t0, then one per second — for both gateways together
+        assert len(pair.started) <= 1 + (pair.clock.seconds() - t0)
+    assert pair.numbers() == [f"138000000{i:02d}" for i in range(12)]
+    assert pair.finals() == [(f"job-{i:02d}", "connected") for i in range(12)]
+    assert {r for _, r, _ in pair.started} == {0, 1}  # both gateways dialled
+    assert pair.clock.seconds() - t0 < 14  # and the rate was used, not wasted
+
+
+def test_two_instances_together_never_exceed_the_trunks_concurrent_outbound_calls(dialer_redis):
+    pair = TwoInstances(dialer_redis, jobs=12, call_length=3.0, rate=100.0, max_outbound=3)
+    t0 = pair.clock.seconds()
+    busiest = 0
+    while len(pair.finals()) < 12 and pair.clock.seconds() < t0 + 60:
+        pair.step(0.5)
+        busiest = max(busiest, pair.in_flight())
+        assert pair.in_flight() <= 3
+    assert busiest == 3
+    assert pair.numbers() == [f"138000000{i:02d}" for i in range(12)]
+    assert pair.finals() == [(f"job-{i:02d}", "connected") for i in range(12)]
+    assert {r for _, r, _ in pair.started} == {0, 1}

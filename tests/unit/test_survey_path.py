@@ -8,6 +8,7 @@ import datetime as dt
 from prometheus_client import CollectorRegistry
 from twisted.internet import defer
 
+from gateway.dialer.pacestore import PaceStore
 from gateway.dialer.pacing import Pacer, TrunkLimit
 from gateway.dialer.retry import RetryPolicy
 from gateway.dialer.service import Dialer, DialerMetrics, DialerSettings
@@ -25,7 +26,8 @@ class Path(Rig):
         self.ami = FakeAmi()
         self.dialer = Dialer(
             clock=self.clock, run_blocking=lambda fn: defer.maybeDeferred(fn), store=self.jobs, ami=self.ami,
-            pacer=Pacer(self.clock, {"carrier": TrunkLimit(30, 10, 5, 100.0)}),
+            pacer=Pacer({"carrier": TrunkLimit(30, 10, 5, 100.0)}),
+            pace_store=PaceStore(self.jobs.client, key_prefix="t"),
             windows=CallWindows("08:00", "21:00", holidays="allow"), retry=RetryPolicy(max_attempts=5),
             metrics=DialerMetrics(CollectorRegistry()), settings=DialerSettings(min_talk=10, lease=60),
         )
