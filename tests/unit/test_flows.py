@@ -145,6 +145,9 @@ class FakeSession:
     async def set_variable(self, name, value):
         self.channel_vars[name] = str(value)
 
+    async def get_variable(self, name):
+        return None
+
     async def get_full_variable(self, expression):
         return self.queue_state
 
@@ -211,3 +214,31 @@ def test_reload_keeps_running_calls_on_their_version_and_refuses_broken_files(tm
     assert library.reload() is False
     assert library.flows["t"].nodes["b"].get("priority") == 9, "a broken file changes nothing"
     assert results == ["ok", "ok", "error"]
+
+
+def test_reload_of_a_wrong_typed_field_is_refused_and_counted_as_an_error(tmp_path):
+    from gateway.flows.library import FlowLibrary
+
+    write(tmp_path, GOOD)
+    results = []
+    library = FlowLibrary(str(tmp_path), on_load=results.append)
+    write(tmp_path, GOOD.replace('queue: "12345"', 'queue: "12345", priority: "high"'))
+    assert library.reload() is False
+    assert results == ["ok", "error"]
+    assert library.flows["t"].nodes["b"].get("priority") is None, "the running version stays"
+
+
+def test_reload_that_fails_unexpectedly_is_counted_and_keeps_the_running_version(tmp_path, monkeypatch):
+    from gateway.flows import library as library_module
+
+    write(tmp_path, GOOD)
+    results = []
+    library = library_module.FlowLibrary(str(tmp_path), on_load=results.append)
+    running = library.flows
+
+    def broken_loader(*args, **kwargs):
+        raise RuntimeError("a bug in the loader")
+
+    monkeypatch.setattr(library_module, "load_flows", broken_loader)
+    assert library.reload() is False
+    assert results == ["ok", "error"] and library.flows is running
