@@ -28,7 +28,8 @@ class FlowLibrary:
         self.survey = survey
         self.directory = directory
         self.default_queue = default_queue
-        self._loader_kwargs = loader_kwargs
+        # the configured default queue is the queue flows may name (unless the caller says otherwise)
+        self._loader_kwargs = {"queues": (default_queue,), **loader_kwargs}
         self._on_load = on_load or (lambda result: None)
         self.flows: dict[str, Flow] = {}
         self._runners: dict[str, FlowRunner] = {}

@@ -242,3 +242,23 @@ def test_reload_that_fails_unexpectedly_is_counted_and_keeps_the_running_version
     monkeypatch.setattr(library_module, "load_flows", broken_loader)
     assert library.reload() is False
     assert results == ["ok", "error"] and library.flows is running
+
+
+def test_a_library_with_another_default_queue_accepts_it_and_queues_there(tmp_path):
+    from gateway.flows.library import FlowLibrary
+
+    write(tmp_path, GOOD.replace('queue: "12345"', 'queue: "20000"'), "named.yaml")
+    write(tmp_path, GOOD.replace("flow: t", "flow: u").replace('{type: queue, queue: "12345"}', "{type: queue}"),
+          "default.yaml")
+    library = FlowLibrary(str(tmp_path), default_queue="20000")
+    session = FakeSession()
+    defer.Deferred.fromCoroutine(library.handler("u")(session))
+    assert session.actions[-1] == ("queue", "20000", 0)
+
+
+def test_a_library_refuses_a_queue_other_than_its_default_queue(tmp_path):
+    from gateway.flows.library import FlowLibrary
+
+    write(tmp_path, GOOD)
+    with pytest.raises(FlowError, match="queue '12345' is not configured \\(20000\\)"):
+        FlowLibrary(str(tmp_path), default_queue="20000")
