@@ -186,10 +186,16 @@ class FlowRunner:
         minimum = int(node.get("min_digits", 1))
         maximum = int(node.get("max_digits"))
         timeout_ms = int(node.get("timeout_ms", 6000))
+        terminator = node.get("terminator", "#")
         for attempt in range(retries + 1):
-            session.step(f"prompt:{node.get('prompt')}")
-            digits, _timed_out = await session.get_digits(node.get("prompt"), maximum, timeout_ms)
-            digits = digits.rstrip("#")
+            if terminator == "#":
+                # GET DATA: one command, ends on '#', max_digits or timeout
+                session.step(f"prompt:{node.get('prompt')}")
+                digits, _timed_out = await session.get_digits(node.get("prompt"), maximum, timeout_ms)
+                digits = digits.rstrip("#")
+            else:
+                # GET DATA's terminator is always '#': collect the keys one by one instead
+                digits = await self._collect_digits(session, node.get("prompt"), maximum, timeout_ms, terminator)
             if digits == "0":
                 session.step(f"input:{node.id}:agent")
                 await self._to_agent(session)
@@ -204,6 +210,24 @@ class FlowRunner:
         session.step(f"input:{node.id}:give-up")
         await self._to_agent(session)
         return None
+
+    async def _collect_digits(self, session: AgiSession, prompt: str, maximum: int, timeout_ms: int,
+                              terminator: str) -> str:
+        """Keys until ``terminator`` ('*', or '' for none), ``maximum`` keys, or ``timeout_ms`` without a key.
+
+        The prompt may be interrupted by the first key; each further key waits ``timeout_ms`` (as GET DATA does).
+        Keys other than digits and the terminator are kept, so the input is invalid (as with GET DATA).
+        """
+        key = await self._play(session, prompt, ALL_KEYS)
+        if not key:
+            key = await session.wait_for_digit(timeout_ms)
+        digits = ""
+        while key and key != terminator:
+            digits += key
+            if len(digits) >= maximum:
+                break
+            key = await session.wait_for_digit(timeout_ms)
+        return digits
 
     async def _record(self, node: Node, session: AgiSession) -> str | None:
         await self._play(session, node.get("prompt"))

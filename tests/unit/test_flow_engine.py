@@ -285,3 +285,70 @@ def test_reserved_menu_keys_are_refused_at_load():
 
     with pytest.raises(FlowError, match="reserved"):
         flow_from(MENU.replace('"2": info', '"0": info'))
+
+
+INPUT = """
+flow: i
+prompts: {enter: 请输入编号, bad: 编号有误}
+start: number
+nodes:
+  number: {type: input, prompt: enter, variable: order, min_digits: 3, max_digits: 6, timeout_ms: 4000, retries: 1,
+           invalid_prompt: bad, terminator: "*", next: agent}
+  agent: {type: queue}
+"""
+
+
+def input_flow(terminator):
+    return flow_from(INPUT.replace('terminator: "*"', f'terminator: "{terminator}"'))
+
+
+def test_input_with_star_terminator_ends_on_star_key_by_key():
+    session = run(input_flow("*"), FakeSession(keys=["1", "2", "3", "4", "*"]))
+    assert session.vars["order"] == "1234" and "input:number:ok" in session.path
+    assert ("play", "enter") in session.actions and not any(a[0] == "get_digits" for a in session.actions)
+    assert session.waits == [4000] * 4, "the first key interrupted the prompt, each further key waited timeout_ms"
+
+
+def test_input_with_star_terminator_treats_hash_as_a_wrong_key():
+    session = run(input_flow("*"), FakeSession(keys=["1", "2", "3", "#", "*", "5", "6", "7", "*"]))
+    assert "input:number:invalid" in session.path and ("play", "bad") in session.actions
+    assert session.vars["order"] == "567"
+
+
+def test_input_with_star_terminator_and_nothing_before_it_is_retried():
+    session = run(input_flow("*"), FakeSession(keys=["*", "1", "2", "3", "*"]))
+    assert session.path.count("input:number:timeout") == 1 and session.vars["order"] == "123"
+
+
+def test_input_with_star_terminator_zero_alone_reaches_an_agent():
+    session = run(input_flow("*"), FakeSession(keys=["0", "*"]))
+    assert "input:number:agent" in session.path and session.actions[-1] == ("queue", "12345", 0)
+    assert "order" not in session.vars
+
+
+def test_input_without_terminator_ends_at_max_digits_without_waiting_for_more():
+    session = run(input_flow(""), FakeSession(keys=["1", "2", "3", "4", "5", "6", "7"]))
+    assert session.vars["order"] == "123456"
+    assert len(session.waits) == 5 and session.keys == ["7"], "no wait after the sixth key"
+
+
+def test_input_without_terminator_ends_on_timeout():
+    session = run(input_flow(""), FakeSession(keys=["1", "2", "3"]))
+    assert session.vars["order"] == "123"
+    assert session.waits == [4000] * 3, "the last wait timed out"
+
+
+def test_input_without_terminator_keeps_star_and_hash_as_wrong_keys():
+    session = run(input_flow(""), FakeSession(keys=["1", "2", "*", None, "4", "5", "6"]))
+    assert "input:number:invalid" in session.path and session.vars["order"] == "456"
+
+
+def test_input_with_hash_terminator_uses_get_data():
+    session = run(input_flow("#"), FakeSession(keys=["123456#"]))
+    assert ("get_digits", "enter") in session.actions and session.waits == []
+    assert session.vars["order"] == "123456"
+
+
+def test_input_terminator_defaults_to_hash():
+    session = run(flow_from(INPUT.replace(', terminator: "*"', "")), FakeSession(keys=["4321"]))
+    assert ("get_digits", "enter") in session.actions and session.vars["order"] == "4321"

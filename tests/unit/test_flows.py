@@ -115,6 +115,8 @@ class FakeSession:
         self.environment = AgiEnvironment({"agi_channel": "Local/12345@from-lab-1;2", "agi_request": "x"})
         self.queue_state = queue_state
         self.channel_vars = {}
+        #: the timeout of every WAIT FOR DIGIT, in order
+        self.waits = []
 
     def _key(self):
         return self.keys.pop(0) if self.keys else None
@@ -129,6 +131,7 @@ class FakeSession:
         return None
 
     async def wait_for_digit(self, timeout_ms):
+        self.waits.append(timeout_ms)
         return self._key()
 
     async def get_digits(self, prompt, max_digits, timeout_ms=5000):
