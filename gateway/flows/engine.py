@@ -80,6 +80,8 @@ class FlowRunner:
             record.flow = self.flow.name
             record.flow_version = self.flow.version
         session.step(f"flow:{self.flow.name}")
+        # the dialplan's agi-done event reports it (HOTLINE_FLOW is set by the dialplan itself)
+        await session.set_variable(cv.FLOW_VERSION, self.flow.version)
         node_id: str | None = self.flow.start
         steps = 0
         while node_id is not None and steps < MAX_STEPS:

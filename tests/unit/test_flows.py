@@ -265,3 +265,16 @@ def test_a_library_refuses_a_queue_other_than_its_default_queue(tmp_path):
     write(tmp_path, GOOD)
     with pytest.raises(FlowError, match="queue '12345' is not configured \\(20000\\)"):
         FlowLibrary(str(tmp_path), default_queue="20000")
+
+
+def test_every_flow_run_sets_its_version_on_the_channel_first(tmp_path):
+    class Session(FakeSession):
+        async def play(self, prompt, escape_digits=""):
+            self.at_prompts.append(dict(self.channel_vars))
+            return await super().play(prompt, escape_digits)
+
+    flow = load_flow(write(tmp_path, GOOD))
+    session = Session()
+    session.at_prompts = []
+    run(flow, session)
+    assert session.at_prompts[0] == {"HOTLINE_FLOW_VERSION": flow.version}, "set before the first prompt"
