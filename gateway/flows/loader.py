@@ -250,6 +250,8 @@ def _build_flow(data: Any, source: str, digest: str, targets: frozenset[str], qu
     for prompt, text in prompts.items():
         if not isinstance(prompt, str):
             problems.append(f"{source}: prompts: a prompt name must be text, not {describe(prompt)}")
+        elif not _is_one_line(prompt) or not prompt:
+            problems.append(f"{source}: prompts: a prompt name must be one line of text, not {prompt!r}")
         elif not isinstance(text, str) or not text.strip():
             problems.append(f"{source}: prompts: {prompt!r} must be (non-empty) text, not {describe(text)}")
     prompts = {k: v for k, v in prompts.items() if isinstance(k, str) and isinstance(v, str) and v.strip()}
@@ -327,6 +329,9 @@ def _check_node(
     """One node: its shape, the type of every field, then what the values mean."""
     if not isinstance(node_id, str):
         return None, [f"{where}: a node's name must be text, not {describe(node_id)} (put it in quotes)"]
+    if not node_id or not _is_one_line(node_id):
+        # it goes into the agent's screen pop (a channel variable): one line
+        return None, [f"{where}: a node's name must be one line of text, not {node_id!r}"]
     if not isinstance(spec, Mapping) or "type" not in spec:
         return None, [f"{where}: must be a mapping with a 'type'"]
     kind = spec["type"]
@@ -400,6 +405,8 @@ def _check_fields(
         problems.extend(_survey_question_problems(where, fields))
     if kind in ("input", "order_status") and "variable" in fields and not _is_name(fields["variable"]):
         problems.append(f"{where}: 'variable' must be a name (letters, digits, _)")
+    if "choice" in fields and (not fields["choice"] or not _is_one_line(fields["choice"])):
+        problems.append(f"{where}: 'choice' must be one line of text (it goes into the agent's screen pop)")
     if kind == "caller_lookup" and fields.get("priority_list") == "":
         problems.append(f"{where}: 'priority_list' must name a caller list")
     if kind == "set" and "variables" in fields:
@@ -477,6 +484,8 @@ def _variables_problems(where: str, variables: Mapping[Any, Any]) -> list[str]:
             problems.append(f"{where}: variables: 'priority' must be an integer 0..100, not {describe(value)}")
         elif not _is_scalar(value):
             problems.append(f"{where}: variables: {name!r} must be text, a number or true/false, not {describe(value)}")
+        elif isinstance(value, str) and not _is_one_line(value):
+            problems.append(f"{where}: variables: {name!r} must be one line of text (a channel variable's value)")
     return problems
 
 
@@ -547,6 +556,11 @@ def _speech_problems(source: str, speech: Any) -> list[str]:
                     problems.append(f"{source}: settings.speech.{language}.{question}: {word!r} → {answer!r} "
                                     "is not a word and an answer")
     return problems
+
+
+def _is_one_line(text: str) -> bool:
+    """No line break or NUL: such text cannot travel as an AGI argument (a prompt, a channel variable)."""
+    return not any(c in text for c in "\r\n\x00")
 
 
 def _is_name(value: Any) -> bool:

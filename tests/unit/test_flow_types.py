@@ -164,6 +164,14 @@ WRONG_TYPES = [
     ("prompts given as a list", _top(prompts=["hi"]), "t.yaml: 'prompts' must map prompt names to their (non-empty) text"),
     ("prompt text given as a number", lambda d: d["prompts"].update(hi=5), "t.yaml: prompts: 'hi' must be (non-empty) text"),
     ("settings given as a list", _top(settings=["top_menu"]), "t.yaml: 'settings' must be a mapping, not a list"),
+    # text that cannot travel as an AGI argument (SET VARIABLE, STREAM FILE) would fail mid-call
+    ("set value over two lines", _node("mark", variables={"HOTLINE_SEGMENT": "water\ngas"}),
+     "node mark: variables: 'HOTLINE_SEGMENT' must be one line of text"),
+    ("choice over two lines", _node("top", choice="top\nmenu"), "node top: 'choice' must be one line of text"),
+    ("node name over two lines", lambda d: d["nodes"].update({"a\nb": {"type": "goto", "next": "top"}}),
+     "a node's name must be one line of text"),
+    ("prompt name over two lines", lambda d: d["prompts"].update({"a\nb": "text"}),
+     "t.yaml: prompts: a prompt name must be one line of text"),
 ]
 
 
