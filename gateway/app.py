@@ -430,7 +430,7 @@ def _run(args: argparse.Namespace) -> int:
 def _check_flows(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     directory = args.directory or config.flows.directory
-    flows = load_flows(directory)
+    flows = load_flows(directory, queues=(config.flows.default_queue,))
     for flow in flows.values():
         print(f"ok {flow.name} {flow.version} ({len(flow.nodes)} nodes) {flow.source}")
     return 0

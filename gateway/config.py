@@ -125,9 +125,8 @@ class MonitorConfig:
 
 @dataclass(frozen=True)
 class FlowsConfig:
+    #: every flow here is an AGI script of its name (the dialplan calls agi://…/main)
     directory: str = str(REPO_ROOT / "ivr_flows")
-    #: AGI script name → flow name; the dialplan calls agi://…/main
-    main: str = "main"
     #: prompts live under sounds/<language>/<prompt_dir>/
     prompt_dir: str = "hotline"
     default_queue: str = "12345"

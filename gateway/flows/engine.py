@@ -14,6 +14,7 @@ Each node type has one small async runner that returns the next node id, or
 from __future__ import annotations
 
 import datetime as dt
+import re
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -24,7 +25,7 @@ from ..agi.session import AgiSession
 from .model import Flow, Node
 from .services import FlowServices, NullServices, QueueState, ServiceUnavailable, is_workday
 
-__all__ = ["FlowRunner", "ORDER_STATUSES", "RECORDING_DIR"]
+__all__ = ["FlowRunner", "ORDER_STATUSES", "RECORDING_DIR", "parse_queue_state"]
 
 log = Logger()
 
@@ -36,6 +37,7 @@ RECORDING_DIR = "/var/spool/asterisk/hotline/messages"
 #: Work-order status keys; each has a prompt ``status_<key>`` in flows that query status.
 ORDER_STATUSES = ("received", "dispatched", "processing", "completed", "closed", "reopened")
 DAY_NAMES = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+_COUNT = re.compile(r"[0-9]*")
 
 Runner = Callable[[Node, AgiSession], Awaitable[str | None]]
 
@@ -78,6 +80,8 @@ class FlowRunner:
             record.flow = self.flow.name
             record.flow_version = self.flow.version
         session.step(f"flow:{self.flow.name}")
+        # the dialplan's agi-done event reports it (HOTLINE_FLOW is set by the dialplan itself)
+        await session.set_variable(cv.FLOW_VERSION, self.flow.version)
         node_id: str | None = self.flow.start
         steps = 0
         while node_id is not None and steps < MAX_STEPS:
@@ -131,15 +135,11 @@ class FlowRunner:
             f"${{QUEUE_VARIABLES({queue})}}${{QUEUE_WAITING_COUNT({queue})}},"
             f"${{QUEUE_MEMBER({queue},logged)}},${{QUEUE_MEMBER({queue},free)}},${{QUEUEMAX}},${{QUEUETALKTIME}}"
         )
-        raw = await session.get_full_variable(expression)
-        try:
-            waiting, logged, free, maximum, talk = (int(x or 0) for x in (raw or "").split(","))
-        except ValueError:
-            return None
-        agents = max(logged, 1)
-        estimated = 0.0 if free > 0 else (waiting + 1) * max(talk, 60) / agents
-        state = QueueState(waiting, logged, free, maximum, estimated)
-        session.vars[f"queue_state:{queue}"] = state
+        state = parse_queue_state(await session.get_full_variable(expression))
+        if state is None:
+            session.step(f"queue-state:{queue}:unknown")
+        else:
+            session.vars[f"queue_state:{queue}"] = state
         return state
 
     # -- node runners ----------------------------------------------------------
@@ -186,10 +186,16 @@ class FlowRunner:
         minimum = int(node.get("min_digits", 1))
         maximum = int(node.get("max_digits"))
         timeout_ms = int(node.get("timeout_ms", 6000))
+        terminator = node.get("terminator", "#")
         for attempt in range(retries + 1):
-            session.step(f"prompt:{node.get('prompt')}")
-            digits, _timed_out = await session.get_digits(node.get("prompt"), maximum, timeout_ms)
-            digits = digits.rstrip("#")
+            if terminator == "#":
+                # GET DATA: one command, ends on '#', max_digits or timeout
+                session.step(f"prompt:{node.get('prompt')}")
+                digits, _timed_out = await session.get_digits(node.get("prompt"), maximum, timeout_ms)
+                digits = digits.rstrip("#")
+            else:
+                # GET DATA's terminator is always '#': collect the keys one by one instead
+                digits = await self._collect_digits(session, node.get("prompt"), maximum, timeout_ms, terminator)
             if digits == "0":
                 session.step(f"input:{node.id}:agent")
                 await self._to_agent(session)
@@ -204,6 +210,24 @@ class FlowRunner:
         session.step(f"input:{node.id}:give-up")
         await self._to_agent(session)
         return None
+
+    async def _collect_digits(self, session: AgiSession, prompt: str, maximum: int, timeout_ms: int,
+                              terminator: str) -> str:
+        """Keys until ``terminator`` ('*', or '' for none), ``maximum`` keys, or ``timeout_ms`` without a key.
+
+        The prompt may be interrupted by the first key; each further key waits ``timeout_ms`` (as GET DATA does).
+        Keys other than digits and the terminator are kept, so the input is invalid (as with GET DATA).
+        """
+        key = await self._play(session, prompt, ALL_KEYS)
+        if not key:
+            key = await session.wait_for_digit(timeout_ms)
+        digits = ""
+        while key and key != terminator:
+            digits += key
+            if len(digits) >= maximum:
+                break
+            key = await session.wait_for_digit(timeout_ms)
+        return digits
 
     async def _record(self, node: Node, session: AgiSession) -> str | None:
         await self._play(session, node.get("prompt"))
@@ -392,6 +416,24 @@ class FlowRunner:
         await session.set_variable(cv.SERVED, "callback_request")  # its callback comes from the dialer
         await self._play(session, node.get("done_prompt"))
         return node.get("next")
+
+
+def parse_queue_state(raw: str | None) -> QueueState | None:
+    """The answer to :meth:`FlowRunner._queue_state`'s expression → the queue's state, or None if unknown.
+
+    ``WAITING,LOGGED_IN,FREE,QUEUEMAX,QUEUETALKTIME``; the waiting count comes right after the expansion
+    of ``QUEUE_VARIABLES()`` (which sets QUEUEMAX and QUEUETALKTIME), so it may carry a leading ``0``
+    (``05`` is five waiting). Empty fields count as 0. Anything else — no answer, a field missing or extra,
+    text, a negative number — is unknown: the flow treats the queue as not full, with no wait, and the
+    caller goes on towards an agent.
+    """
+    fields = (raw or "").split(",")
+    if len(fields) != 5 or not all(_COUNT.fullmatch(field.strip()) for field in fields):
+        return None
+    waiting, logged, free, maximum, talk = (int(field.strip() or 0) for field in fields)
+    agents = max(logged, 1)
+    estimated = 0.0 if free > 0 else (waiting + 1) * max(talk, 60) / agents
+    return QueueState(waiting, logged, free, maximum, estimated)
 
 
 def _in_window(now: dt.datetime, window: str) -> bool:

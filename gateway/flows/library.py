@@ -28,11 +28,12 @@ class FlowLibrary:
         self.survey = survey
         self.directory = directory
         self.default_queue = default_queue
-        self._loader_kwargs = loader_kwargs
+        # the configured default queue is the queue flows may name (unless the caller says otherwise)
+        self._loader_kwargs = {"queues": (default_queue,), **loader_kwargs}
         self._on_load = on_load or (lambda result: None)
         self.flows: dict[str, Flow] = {}
         self._runners: dict[str, FlowRunner] = {}
-        self._install(load_flows(directory, **loader_kwargs))
+        self._install(load_flows(directory, **self._loader_kwargs))
         self._on_load("ok")
 
     def _install(self, flows: dict[str, Flow]) -> None:
@@ -48,6 +49,10 @@ class FlowLibrary:
             self._on_load("error")
             log.error("Flow reload refused, still running the previous version:\n{problems}",
                       problems="\n".join(exc.problems))
+            return False
+        except Exception:  # the loader reports problems as FlowError; anything else is a bug, still not a swap
+            self._on_load("error")
+            log.failure("Flow reload failed, still running the previous version")
             return False
         old = {name: flow.version for name, flow in self.flows.items()}
         self._install(flows)

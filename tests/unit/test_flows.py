@@ -115,6 +115,8 @@ class FakeSession:
         self.environment = AgiEnvironment({"agi_channel": "Local/12345@from-lab-1;2", "agi_request": "x"})
         self.queue_state = queue_state
         self.channel_vars = {}
+        #: the timeout of every WAIT FOR DIGIT, in order
+        self.waits = []
 
     def _key(self):
         return self.keys.pop(0) if self.keys else None
@@ -129,6 +131,7 @@ class FakeSession:
         return None
 
     async def wait_for_digit(self, timeout_ms):
+        self.waits.append(timeout_ms)
         return self._key()
 
     async def get_digits(self, prompt, max_digits, timeout_ms=5000):
@@ -144,6 +147,9 @@ class FakeSession:
 
     async def set_variable(self, name, value):
         self.channel_vars[name] = str(value)
+
+    async def get_variable(self, name):
+        return None
 
     async def get_full_variable(self, expression):
         return self.queue_state
@@ -211,3 +217,64 @@ def test_reload_keeps_running_calls_on_their_version_and_refuses_broken_files(tm
     assert library.reload() is False
     assert library.flows["t"].nodes["b"].get("priority") == 9, "a broken file changes nothing"
     assert results == ["ok", "ok", "error"]
+
+
+def test_reload_of_a_wrong_typed_field_is_refused_and_counted_as_an_error(tmp_path):
+    from gateway.flows.library import FlowLibrary
+
+    write(tmp_path, GOOD)
+    results = []
+    library = FlowLibrary(str(tmp_path), on_load=results.append)
+    write(tmp_path, GOOD.replace('queue: "12345"', 'queue: "12345", priority: "high"'))
+    assert library.reload() is False
+    assert results == ["ok", "error"]
+    assert library.flows["t"].nodes["b"].get("priority") is None, "the running version stays"
+
+
+def test_reload_that_fails_unexpectedly_is_counted_and_keeps_the_running_version(tmp_path, monkeypatch):
+    from gateway.flows import library as library_module
+
+    write(tmp_path, GOOD)
+    results = []
+    library = library_module.FlowLibrary(str(tmp_path), on_load=results.append)
+    running = library.flows
+
+    def broken_loader(*args, **kwargs):
+        raise RuntimeError("a bug in the loader")
+
+    monkeypatch.setattr(library_module, "load_flows", broken_loader)
+    assert library.reload() is False
+    assert results == ["ok", "error"] and library.flows is running
+
+
+def test_a_library_with_another_default_queue_accepts_it_and_queues_there(tmp_path):
+    from gateway.flows.library import FlowLibrary
+
+    write(tmp_path, GOOD.replace('queue: "12345"', 'queue: "20000"'), "named.yaml")
+    write(tmp_path, GOOD.replace("flow: t", "flow: u").replace('{type: queue, queue: "12345"}', "{type: queue}"),
+          "default.yaml")
+    library = FlowLibrary(str(tmp_path), default_queue="20000")
+    session = FakeSession()
+    defer.Deferred.fromCoroutine(library.handler("u")(session))
+    assert session.actions[-1] == ("queue", "20000", 0)
+
+
+def test_a_library_refuses_a_queue_other_than_its_default_queue(tmp_path):
+    from gateway.flows.library import FlowLibrary
+
+    write(tmp_path, GOOD)
+    with pytest.raises(FlowError, match="queue '12345' is not configured \\(20000\\)"):
+        FlowLibrary(str(tmp_path), default_queue="20000")
+
+
+def test_every_flow_run_sets_its_version_on_the_channel_first(tmp_path):
+    class Session(FakeSession):
+        async def play(self, prompt, escape_digits=""):
+            self.at_prompts.append(dict(self.channel_vars))
+            return await super().play(prompt, escape_digits)
+
+    flow = load_flow(write(tmp_path, GOOD))
+    session = Session()
+    session.at_prompts = []
+    run(flow, session)
+    assert session.at_prompts[0] == {"HOTLINE_FLOW_VERSION": flow.version}, "set before the first prompt"
