@@ -379,7 +379,7 @@ async def measure(reactor, args, factories, ports, asterisk, gw, profiler) -> li
             clear_samples(gw)
             gc.collect()
             await sleep(reactor, 0.1)
-            use_profiler = profiler is not None and target == "gateway" and round_no > 0
+            use_profiler = profiler is not None and target == args.profile_target and round_no > 0
             if use_profiler:
                 profiler.enable()
             cpu0, wall0 = time.process_time(), time.perf_counter()
@@ -436,7 +436,8 @@ def parse_args(argv=None) -> argparse.Namespace:
         help="'auto': start a private redis-server; 'unreachable': a closed port; or a redis:// URL",
     )
     parser.add_argument("--settle", type=float, default=0.2, help="seconds after each target's calls, measured")
-    parser.add_argument("--profile", metavar="FILE", help="cProfile the measured gateway rounds into FILE")
+    parser.add_argument("--profile", metavar="FILE", help="cProfile the measured rounds of one target into FILE")
+    parser.add_argument("--profile-target", choices=("gateway", "bare"), default="gateway")
     parser.add_argument("--asterisk-side", action="store_true", help=argparse.SUPPRESS)
     return parser.parse_args(argv)
 
@@ -499,7 +500,7 @@ def main(argv=None) -> int:
             redis_proc.wait(10)
     if profiler is not None:
         profiler.dump_stats(args.profile)
-        print(f"profile of the gateway rounds: {args.profile}")
+        print(f"profile of the {args.profile_target} rounds: {args.profile}")
     return outcome[0] if outcome else 1
 
 
