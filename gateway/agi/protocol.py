@@ -75,7 +75,9 @@ class FastAgiProtocol(protocol.Protocol):
         self.hangup_received = False
         self.closed = False
         self._buffer = b""
-        self._header_lines: list[bytes] = []
+        #: header bytes already scanned (complete, non-blank lines) and their count
+        self._header_scanned = 0
+        self._header_count = 0
         self._queue: deque[_Pending] = deque()
         self._in_flight: _Pending | None = None
         self._header_timer: IDelayedCall | None = None
@@ -114,24 +116,27 @@ class FastAgiProtocol(protocol.Protocol):
 
     # -- header ------------------------------------------------------------
     def _read_header(self) -> None:
-        while self.environment is None:
-            newline = self._buffer.find(b"\n")
+        """Wait for the blank line that ends the header, then parse the block at once."""
+        buffer = self._buffer
+        start = self._header_scanned
+        while True:
+            newline = buffer.find(b"\n", start)
             if newline < 0:
-                if len(self._buffer) > self.host.max_line:
+                if len(buffer) - start > self.host.max_line:
                     raise codec.AgiProtocolError("AGI header line too long")
+                self._header_scanned = start
                 return
-            line = self._buffer[:newline].rstrip(b"\r")
-            self._buffer = self._buffer[newline + 1 :]
-            if line:
-                self._header_lines.append(line)
-                if len(self._header_lines) > 500:
-                    raise codec.AgiProtocolError("AGI header has no end")
-                continue
-            environment = codec.parse_environment(self._header_lines)
-            self._header_lines = []
-            self._cancel_header_timer()
-            self.environment = environment
-            self.host.session_started(self, environment)
+            if newline == start or (buffer[start] == 0x0D and not buffer[start:newline].strip(b"\r")):
+                break  # the blank line (``\n``, or ``\r\n``)
+            self._header_count += 1
+            if self._header_count > 500:
+                raise codec.AgiProtocolError("AGI header has no end")
+            start = newline + 1
+        environment = codec.parse_header_block(buffer[:start])
+        self._buffer = buffer[newline + 1 :]
+        self._cancel_header_timer()
+        self.environment = environment
+        self.host.session_started(self, environment)
 
     def _header_timed_out(self) -> None:
         self._header_timer = None

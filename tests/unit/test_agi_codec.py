@@ -1,4 +1,6 @@
 """The pure AGI codec: every reply shape Asterisk sends, quoting, and fuzzing."""
+import re
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -219,3 +221,45 @@ def _asterisk_parse_args(text: str) -> list[str]:
     if started:
         args.append("".join(current))
     return args
+
+
+# The header grammar as a regex (what parse_env_line used before the fast path).
+_ENV_LINE_REGEX = re.compile(r"^(agi_[A-Za-z0-9_]+):\s?(.*)$")
+
+
+@given(st.text(alphabet=st.sampled_from(list("agi_xyzAZ09:  \t\x0b\x1c\u3000\r-é")), max_size=30))
+def test_env_line_fast_path_matches_the_regex(text):
+    expected = _ENV_LINE_REGEX.match(text.rstrip("\r\n"))
+    if expected is None:
+        with pytest.raises(AgiProtocolError):
+            codec.parse_env_line(text)
+    else:
+        assert codec.parse_env_line(text) == expected.groups()
+
+
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["agi_request", "agi_channel", "agi_arg_1", "agi_x"]),
+            st.text(alphabet=st.characters(blacklist_characters="\r\n", blacklist_categories=("Cs",)), max_size=20),
+            st.sampled_from(["\n", "\r\n"]),
+        ),
+        min_size=1,
+        max_size=8,
+    )
+)
+def test_header_block_parses_like_the_lines(entries):
+    lines = [f"{key}: {value}" for key, value, _ in entries]
+    block = "".join(f"{line}{end}" for line, (_, _, end) in zip(lines, entries)).encode()
+    try:
+        expected = codec.parse_environment([line.encode() for line in lines])
+    except AgiProtocolError:
+        with pytest.raises(AgiProtocolError):
+            codec.parse_header_block(block)
+    else:
+        assert codec.parse_header_block(block) == expected
+
+
+def test_header_block_refuses_a_malformed_line():
+    with pytest.raises(AgiProtocolError):
+        codec.parse_header_block(b"agi_request: agi://x/main\nagi channel: x\n")

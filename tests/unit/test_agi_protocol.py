@@ -269,3 +269,27 @@ def test_record_file_ended_by_hang_up_still_returns_the_recording():
     assert sent_lines(transport)[-1] == 'SET VARIABLE "HOTLINE_SERVED" "voice_message"'
     proto.dataReceived(b"200 result=1\n")
     assert store.ended[0].outcome == "caller_hangup"
+
+
+def test_header_with_crlf_lines_in_odd_pieces():
+    got = []
+
+    async def flow(session):
+        got.append((session.call_id, session.caller))
+        await session.answer()
+
+    factory, clock, store, _ = make_factory(registry_with(flow))
+    proto, transport = connect(factory)
+    data = env().replace(b"\n", b"\r\n")
+    for piece in (data[:7], data[7:60], data[60:-1], data[-1:]):
+        proto.dataReceived(piece)
+    assert got == [("call-1", "13800138000")]
+    assert sent_lines(transport) == ["ANSWER"]
+
+
+def test_header_without_an_end_is_refused():
+    factory, clock, store, registry = make_factory(registry_with(lambda s: None))
+    proto, transport = connect(factory)
+    proto.dataReceived(b"agi_x: y\n" * 501)
+    assert transport.disconnecting
+    assert registry.get_sample_value("hotline_fastagi_errors_total", {"kind": "protocol"}) == 1
