@@ -130,8 +130,6 @@ class HangupNotice:
 
 Message = Union[AgiReply, HangupNotice]
 
-_REPLY_200 = re.compile(r"^200 result=(\S*)(?:\s+(.*))?$")
-_INTEGER = re.compile(r"^-?\d+$")
 _NAME_OK = re.compile(r"^[A-Z][A-Z ]*$")
 _KEY_VALUE = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)=(\S*)")
 
@@ -214,8 +212,15 @@ def _quote(arg: str) -> str:
         # A newline would end the command early and let the rest be read as a
         # second command: refuse rather than let call data inject commands.
         raise ValueError("AGI argument may not contain a line break or NUL")
-    escaped = arg.replace("\\", "\\\\").replace('"', '\\"')
-    return f'"{escaped}"'
+    if "\\" in arg or '"' in arg:
+        arg = arg.replace("\\", "\\\\").replace('"', '\\"')
+    return '"' + arg + '"'
+
+
+#: command names already checked against ``_NAME_OK`` (a flow uses a dozen);
+#: bounded like ``_KNOWN_ENV_KEYS``
+_KNOWN_NAMES: set[str] = set()
+_MAX_KNOWN_NAMES = 256
 
 
 def format_command(name: str, *args: object) -> bytes:
@@ -226,43 +231,59 @@ def format_command(name: str, *args: object) -> bytes:
     which is exactly what res_agi's ``parse_args`` undoes, so empty arguments
     and arguments with spaces survive.
     """
-    if not name or not _NAME_OK.match(name):
-        raise ValueError(f"bad AGI command name {name!r}")
-    parts = [name]
-    parts.extend(_quote(str(arg)) for arg in args)
-    return (" ".join(parts) + "\n").encode("utf-8")
+    if name not in _KNOWN_NAMES:
+        if not name or not _NAME_OK.match(name):
+            raise ValueError(f"bad AGI command name {name!r}")
+        if len(_KNOWN_NAMES) < _MAX_KNOWN_NAMES:
+            _KNOWN_NAMES.add(name)
+    if not args:
+        return (name + "\n").encode("utf-8")
+    quoted = " ".join([_quote(arg if type(arg) is str else str(arg)) for arg in args])
+    return (name + " " + quoted + "\n").encode("utf-8")
 
 
 def parse_reply_line(text: str) -> AgiReply:
     """Parse one single-line reply (not the ``520-`` block)."""
-    if text.startswith("200 result=") and " " not in text:
-        # the common shape, "200 result=N", without the regex
-        value = text[11:]
-        if value.isdigit() or (value[:1] == "-" and value[1:].isdigit()):
-            return AgiReply(code=200, result=int(value) if len(value) < 19 else None, value=value)
-    match = _REPLY_200.match(text)
-    if match is not None:
-        value = match.group(1)
-        # GET DATA answers "result=" (nothing keyed) or "result=0123":
-        # keep the raw text, leading zeros and all, beside the integer.
-        result = int(value) if _INTEGER.match(value) and len(value) < 19 else None
-        rest = (match.group(2) or "").strip()
-        data: str | None = None
-        if rest.startswith("("):
-            # The data is printed as "(%s)" and may itself contain ")" or
-            # spaces; the key=value pairs after it never contain ")".
-            close = rest.rfind(")")
-            if close < 0:
-                raise AgiProtocolError(f"unbalanced parenthesis in AGI reply: {text[:80]!r}")
-            data = rest[1:close]
-            rest = rest[close + 1 :].strip()
-        extra = dict(_KEY_VALUE.findall(rest))
-        return AgiReply(code=200, result=result, value=value, data=data, extra=extra)
+    if text.startswith("200 result="):
+        return _parse_200(text)
     if len(text) >= 3 and text[:3].isdigit() and (len(text) == 3 or text[3] == " "):
         code = int(text[:3])
         if code in (510, 511, 520):
             return AgiReply(code=code, text=text[4:].strip())
     raise AgiProtocolError(f"unrecognised AGI reply: {text[:80]!r}")
+
+
+def _parse_200(text: str) -> AgiReply:
+    """``200 result=VALUE[ (DATA)][ key=value …]`` without a regex.
+
+    VALUE is everything up to the first whitespace (the regex
+    ``^200 result=(\\S*)(?:\\s+(.*))?$``); ``str.split()`` splits on the same
+    whitespace as ``\\s``.
+    """
+    tail = text[11:]
+    if not tail or tail[0].isspace():
+        value, rest = "", tail.strip()
+    else:
+        parts = tail.split(None, 1)
+        value = parts[0]
+        rest = parts[1].strip() if len(parts) > 1 else ""
+    # GET DATA answers "result=" (nothing keyed) or "result=0123":
+    # keep the raw text, leading zeros and all, beside the integer.
+    digits = value[1:] if value[:1] == "-" else value
+    result = int(value) if digits.isdecimal() and len(value) < 19 else None
+    if not rest:
+        return AgiReply(code=200, result=result, value=value)
+    data: str | None = None
+    if rest[0] == "(":
+        # The data is printed as "(%s)" and may itself contain ")" or
+        # spaces; the key=value pairs after it never contain ")".
+        close = rest.rfind(")")
+        if close < 0:
+            raise AgiProtocolError(f"unbalanced parenthesis in AGI reply: {text[:80]!r}")
+        data = rest[1:close]
+        rest = rest[close + 1 :].strip()
+    extra = dict(_KEY_VALUE.findall(rest)) if rest else {}
+    return AgiReply(code=200, result=result, value=value, data=data, extra=extra)
 
 
 def parse_replies(buffer: bytes, max_line: int = MAX_LINE_LENGTH) -> tuple[list[Message], bytes]:
@@ -274,9 +295,12 @@ def parse_replies(buffer: bytes, max_line: int = MAX_LINE_LENGTH) -> tuple[list[
     ``max_line`` (checked on the unterminated tail too, so a peer cannot make
     us buffer without bound).
     """
+    length = len(buffer)
+    if buffer.find(b"\n") == length - 1 and 0 < length <= max_line + 1 and buffer.startswith(b"200 "):
+        # the usual read: exactly one "200 …" reply
+        return [parse_reply_line(_decode(buffer[:-1]).rstrip("\r"))], b""
     messages: list[Message] = []
     position = 0
-    length = len(buffer)
     while position < length:
         newline = buffer.find(b"\n", position)
         if newline < 0:
