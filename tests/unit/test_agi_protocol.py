@@ -293,3 +293,36 @@ def test_header_without_an_end_is_refused():
     proto.dataReceived(b"agi_x: y\n" * 501)
     assert transport.disconnecting
     assert registry.get_sample_value("hotline_fastagi_errors_total", {"kind": "protocol"}) == 1
+
+
+def test_short_command_after_a_long_one_gets_its_own_timeout():
+    async def flow(session):
+        await session.play("welcome")  # 120 s allowed
+        await session.answer()  # 3 s allowed
+
+    factory, clock, store, _ = make_factory(registry_with(flow), command_timeout=3)
+    proto, transport = connect(factory)
+    proto.dataReceived(env())
+    clock.advance(60)
+    proto.dataReceived(b"200 result=0 endpos=800\n")
+    clock.advance(2.9)
+    assert not store.ended
+    clock.advance(0.2)
+    assert store.ended[0].outcome == "agi_timeout"
+
+
+def test_long_command_after_a_short_one_is_not_cut_at_the_short_deadline():
+    async def flow(session):
+        await session.answer()  # 3 s allowed
+        await session.wait_for_digit(20000)  # 23 s allowed
+
+    factory, clock, store, _ = make_factory(registry_with(flow), command_timeout=3)
+    proto, transport = connect(factory)
+    proto.dataReceived(env())
+    clock.advance(1)
+    proto.dataReceived(b"200 result=0\n")
+    clock.advance(22.9)  # past the first command's deadline, inside the second's
+    assert not store.ended and not transport.disconnecting
+    clock.advance(0.2)
+    assert store.ended[0].outcome == "agi_timeout"
+    assert transport.disconnecting
