@@ -246,7 +246,8 @@ def parse_reply_line(text: str) -> AgiReply:
     """Parse one single-line reply (not the ``520-`` block)."""
     if text.startswith("200 result="):
         return _parse_200(text)
-    if len(text) >= 3 and text[:3].isdigit() and (len(text) == 3 or text[3] == " "):
+    # isascii: "²" is a digit to isdigit() but not to int()
+    if len(text) >= 3 and text[:3].isascii() and text[:3].isdigit() and (len(text) == 3 or text[3] == " "):
         code = int(text[:3])
         if code in (510, 511, 520):
             return AgiReply(code=code, text=text[4:].strip())

@@ -281,7 +281,7 @@ def _reference_parse_reply_line(text):
             rest = rest[close + 1 :].strip()
         extra = dict(re.findall(r"([A-Za-z_][A-Za-z0-9_]*)=(\S*)", rest))
         return AgiReply(code=200, result=result, value=value, data=data, extra=extra)
-    if len(text) >= 3 and text[:3].isdigit() and (len(text) == 3 or text[3] == " "):
+    if len(text) >= 3 and text[:3].isascii() and text[:3].isdigit() and (len(text) == 3 or text[3] == " "):
         code = int(text[:3])
         if code in (510, 511, 520):
             return AgiReply(code=code, text=text[4:].strip())
@@ -315,6 +315,13 @@ def test_single_reply_fast_path_matches_the_general_loop(text):
             codec.parse_replies(data)
     else:
         assert codec.parse_replies(data) == expected
+
+
+def test_non_ascii_digits_in_a_status_code_are_a_protocol_error():
+    with pytest.raises(AgiProtocolError):
+        codec.parse_reply_line("51²")
+    reply = codec.parse_reply_line("200 result=1²")  # kept as text, not a number
+    assert reply.result is None and reply.value == "1²"
 
 
 def test_format_command_checks_names_once_and_still_refuses_bad_ones():
