@@ -40,8 +40,10 @@ Two transports (``--transport``):
   including Twisted's accept/read/write work, as in the real bench.
 
 Targets alternate within each round (the order flips every round); a warm-up
-round is not counted. Printed: CPU µs per call of each target per round, the
-ratio gateway / bare per round (same round, same conditions) and its median.
+round is not counted. Printed: CPU µs per call of each target per round (and,
+for the gateway, the part spent in worker threads: the Redis record writes,
+``process_time`` minus the reactor thread's ``thread_time``), the ratio
+gateway / bare per round (same round, same conditions) and its median.
 
 What it omits versus ``bench/fastagi_bench.py`` (real Asterisk):
 
@@ -382,7 +384,7 @@ async def measure(reactor, args, factories, ports, asterisk, gw, profiler) -> li
             use_profiler = profiler is not None and target == args.profile_target and round_no > 0
             if use_profiler:
                 profiler.enable()
-            cpu0, wall0 = time.process_time(), time.perf_counter()
+            cpu0, main0, wall0 = time.process_time(), time.thread_time(), time.perf_counter()
             if asterisk is None:
                 await MemoryDriver(reactor, factories[target], calls, args.concurrency, next_id).run()
             else:
@@ -392,17 +394,20 @@ async def measure(reactor, args, factories, ports, asterisk, gw, profiler) -> li
             # let the batched call records (50 ms timer, thread pool) land inside this target's time
             await sleep(reactor, args.settle)
             cpu = time.process_time() - cpu0
+            main = time.thread_time() - main0  # the reactor thread alone
             wall = time.perf_counter() - wall0
             if use_profiler:
                 profiler.disable()
             next_id += calls
             row[target] = 1e6 * cpu / calls
+            row[f"{target}_threads"] = 1e6 * (cpu - main) / calls
             row[f"{target}_wall"] = wall
         row["ratio"] = row["gateway"] / row["bare"]
         label = "warm-up" if round_no == 0 else f"round {round_no}"
         print(
             f"{label:>8}: {calls} calls each, bare {row['bare']:7.1f} µs/call, "
-            f"gateway {row['gateway']:7.1f} µs/call, gateway/bare {row['ratio']:.2f}",
+            f"gateway {row['gateway']:7.1f} µs/call (worker threads {row['gateway_threads']:5.1f}), "
+            f"gateway/bare {row['ratio']:.2f}",
             flush=True,
         )
         if round_no:
@@ -416,7 +421,8 @@ def report(results: list[dict], args, store) -> None:
     gateway = statistics.median(row["gateway"] for row in results)
     print()
     print(f"transport={args.transport} calls/round={args.calls} concurrency={args.concurrency} rounds={len(results)}")
-    print(f"median CPU per call: bare {bare:.1f} µs, gateway {gateway:.1f} µs")
+    threads = statistics.median(row["gateway_threads"] for row in results)
+    print(f"median CPU per call: bare {bare:.1f} µs, gateway {gateway:.1f} µs (of which worker threads {threads:.1f} µs)")
     print(
         f"gateway/bare CPU ratio: median {statistics.median(ratios):.2f} "
         f"(rounds: {', '.join(f'{r:.2f}' for r in ratios)})"
