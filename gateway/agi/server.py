@@ -20,6 +20,7 @@ from .. import logs
 from ..calls import CallRecord
 from ..metrics import ChildCache, GatewayMetrics
 from . import codec
+from .flowrun import run_flow
 from .protocol import AgiCommandTimeout, FastAgiProtocol
 from .registry import ScriptRegistry
 from .session import AgiCommandError, AgiSession, CallerHungUp
@@ -118,7 +119,7 @@ class FastAgiFactory(protocol.Factory):
             )
         self.store.call_started(record)
         watchdog = self.clock.callLater(self.session_timeout, self._session_timed_out, proto, record)
-        d = defer.Deferred.fromCoroutine(handler(session))
+        d = run_flow(handler(session))
         d.addBoth(self._session_ended, proto, session, record, watchdog)
 
     def _session_timed_out(self, proto: FastAgiProtocol, record: CallRecord) -> None:
