@@ -40,9 +40,10 @@ Two transports (``--transport``):
   including Twisted's accept/read/write work, as in the real bench.
 
 Targets alternate within each round (the order flips every round); a warm-up
-round is not counted. Printed: CPU µs per call of each target per round (and,
-for the gateway, the part spent in worker threads: the Redis record writes,
-``process_time`` minus the reactor thread's ``thread_time``), the ratio
+round is not counted. Printed: CPU µs per call of each target per round (with
+its system-time part, and for the gateway the part spent in worker threads:
+the Redis record writes, ``process_time`` minus the reactor thread's
+``thread_time``), the ratio
 gateway / bare per round (same round, same conditions) and its median.
 
 What it omits versus ``bench/fastagi_bench.py`` (real Asterisk):
@@ -69,6 +70,7 @@ import cProfile
 import gc
 import io
 import os
+import resource
 import socket
 import statistics
 import subprocess
@@ -384,6 +386,7 @@ async def measure(reactor, args, factories, ports, asterisk, gw, profiler) -> li
             use_profiler = profiler is not None and target == args.profile_target and round_no > 0
             if use_profiler:
                 profiler.enable()
+            usage0 = resource.getrusage(resource.RUSAGE_SELF)
             cpu0, main0, wall0 = time.process_time(), time.thread_time(), time.perf_counter()
             if asterisk is None:
                 await MemoryDriver(reactor, factories[target], calls, args.concurrency, next_id).run()
@@ -395,18 +398,21 @@ async def measure(reactor, args, factories, ports, asterisk, gw, profiler) -> li
             await sleep(reactor, args.settle)
             cpu = time.process_time() - cpu0
             main = time.thread_time() - main0  # the reactor thread alone
+            usage = resource.getrusage(resource.RUSAGE_SELF)
             wall = time.perf_counter() - wall0
             if use_profiler:
                 profiler.disable()
             next_id += calls
             row[target] = 1e6 * cpu / calls
             row[f"{target}_threads"] = 1e6 * (cpu - main) / calls
+            row[f"{target}_sys"] = 1e6 * (usage.ru_stime - usage0.ru_stime) / calls
             row[f"{target}_wall"] = wall
         row["ratio"] = row["gateway"] / row["bare"]
         label = "warm-up" if round_no == 0 else f"round {round_no}"
         print(
-            f"{label:>8}: {calls} calls each, bare {row['bare']:7.1f} µs/call, "
-            f"gateway {row['gateway']:7.1f} µs/call (worker threads {row['gateway_threads']:5.1f}), "
+            f"{label:>8}: {calls} calls each, bare {row['bare']:7.1f} µs/call (system {row['bare_sys']:5.1f}), "
+            f"gateway {row['gateway']:7.1f} µs/call (system {row['gateway_sys']:5.1f}, "
+            f"worker threads {row['gateway_threads']:5.1f}), "
             f"gateway/bare {row['ratio']:.2f}",
             flush=True,
         )
