@@ -157,7 +157,7 @@ class MemoryTransport:
 
 
 class MemoryCall:
-    __slots__ = ("proto", "transport", "number")
+    __slots__ = ("number", "proto", "transport")
 
 
 class MemoryDriver:
@@ -256,7 +256,7 @@ async def _asterisk_side(port: int, calls: int, concurrency: int, first_id: int)
         nonlocal good
         for _ in range(count):
             done = loop.create_future()
-            await loop.create_connection(lambda: Call(done), "127.0.0.1", port)
+            await loop.create_connection(lambda done=done: Call(done), "127.0.0.1", port)
             finished = await done  # (not "good += await done": that reads good before awaiting)
             good += finished
 

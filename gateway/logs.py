@@ -5,7 +5,6 @@ import sys
 from typing import IO
 
 from constantly import NamedConstant
-
 from twisted.logger import (
     FilteringLogObserver,
     LogLevel,

@@ -23,7 +23,7 @@ class ChildCache:
     stays small.
     """
 
-    __slots__ = ("_metric", "_children")
+    __slots__ = ("_children", "_metric")
 
     def __init__(self, metric: Any) -> None:
         self._metric = metric

@@ -32,7 +32,7 @@ _T = TypeVar("_T")
 
 
 class _FlowRun:
-    __slots__ = ("_coro", "_context", "done")
+    __slots__ = ("_context", "_coro", "done")
 
     def __init__(self, coro: Coroutine[Any, Any, Any]) -> None:
         self._coro = coro
@@ -54,15 +54,15 @@ class _FlowRun:
                     awaited = self._context.run(self._coro.send, result)
             except StopIteration as stop:
                 self.done.callback(stop.value)
-                return None
-            except BaseException:
+                return
+            except BaseException:  # noqa: BLE001 — everything the flow raises fails its Deferred
                 self.done.errback(Failure())
-                return None
+                return
             if isinstance(awaited, Deferred):
                 # A Deferred is only yielded while it has no result (or is
                 # paused), so this never runs step() re-entrantly.
                 awaited.addBoth(self.step)
-                return None
+                return
             # Not a Deferred: hand the object back, as fromCoroutine does.
             result = awaited
 

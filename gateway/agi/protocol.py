@@ -55,7 +55,7 @@ class SessionHost(TypingProtocol):
 class _Pending:
     """One command: queued, then on the wire. Its name is only worked out for errors."""
 
-    __slots__ = ("line", "timeout", "deferred", "sent_at")
+    __slots__ = ("deferred", "line", "sent_at", "timeout")
 
     def __init__(self, line: bytes, timeout: float, deferred: defer.Deferred) -> None:
         self.line = line

@@ -38,8 +38,8 @@ def test_command_histogram_children_are_looked_up_once_per_command_word():
         await session.set_variable("B", 2)
         await session.answer()
 
-    factory, clock, store, registry = make_factory(registry_with(flow))
-    proto, transport = connect(factory)
+    factory, _clock, _store, registry = make_factory(registry_with(flow))
+    proto, _transport = connect(factory)
     proto.dataReceived(env())
     for _ in range(3):
         proto.dataReceived(b"200 result=1\n")
@@ -80,8 +80,8 @@ def test_session_log_events_are_not_built_below_the_level(restore_log_level):
 
         for level in (LogLevel.warn, LogLevel.info):
             logs._min_level = level
-            factory, clock, store, _ = make_factory(registry_with(flow))
-            proto, transport = connect(factory)
+            factory, _clock, _store, _ = make_factory(registry_with(flow))
+            proto, _transport = connect(factory)
             proto.dataReceived(env())
             proto.dataReceived(b"200 result=0\n")
     finally:
