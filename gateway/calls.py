@@ -37,7 +37,7 @@ class CallRecord:
             "started_at": f"{self.started_at:.3f}",
             "outcome": self.outcome,
             "handoff": self.handoff,
-            "path": json.dumps(self.path, ensure_ascii=False),
+            "path": json.dumps(self.path, ensure_ascii=False) if self.path else "[]",
         }
         if self.ended_at is not None:
             data["ended_at"] = f"{self.ended_at:.3f}"

@@ -17,7 +17,7 @@ def mask_number(number: str | None) -> str:
     """
     if not number:
         return ""
-    digits = "".join(ch for ch in number if ch.isdigit())
+    digits = number if number.isdigit() else "".join(ch for ch in number if ch.isdigit())
     if len(digits) <= 6:
         return number
     keep_head = 3

@@ -5,11 +5,35 @@ Names are ``hotline_*`` in base units; labels are low-cardinality only
 """
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-__all__ = ["GatewayMetrics"]
+__all__ = ["ChildCache", "GatewayMetrics"]
 
 _RTT_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+
+
+class ChildCache:
+    """The labelled children of one metric, each looked up once.
+
+    ``metric.labels(...)`` validates and sorts its labels on every call; on a
+    per-call path a dict lookup does instead. Give the label values in the
+    metric's label order. Labels are low-cardinality here, so the cache
+    stays small.
+    """
+
+    __slots__ = ("_children", "_metric")
+
+    def __init__(self, metric: Any) -> None:
+        self._metric = metric
+        self._children: dict[tuple[str, ...], Any] = {}
+
+    def get(self, *values: str) -> Any:
+        child = self._children.get(values)
+        if child is None:
+            child = self._children[values] = self._metric.labels(*values)
+        return child
 
 
 class GatewayMetrics:

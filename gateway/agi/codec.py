@@ -28,6 +28,7 @@ __all__ = [
     "format_command",
     "parse_env_line",
     "parse_environment",
+    "parse_header_block",
     "parse_replies",
     "parse_reply_line",
 ]
@@ -129,9 +130,6 @@ class HangupNotice:
 
 Message = Union[AgiReply, HangupNotice]
 
-_ENV_LINE = re.compile(r"^(agi_[A-Za-z0-9_]+):\s?(.*)$")
-_REPLY_200 = re.compile(r"^200 result=(\S*)(?:\s+(.*))?$")
-_INTEGER = re.compile(r"^-?\d+$")
 _NAME_OK = re.compile(r"^[A-Z][A-Z ]*$")
 _KEY_VALUE = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)=(\S*)")
 
@@ -142,12 +140,41 @@ def _decode(line: bytes) -> str:
 
 def parse_env_line(line: bytes | str) -> tuple[str, str]:
     """Parse one ``agi_name: value`` header line."""
-    text = _decode(line) if isinstance(line, bytes) else line
-    text = text.rstrip("\r\n")
-    match = _ENV_LINE.match(text)
-    if match is None:
+    text = (_decode(line) if isinstance(line, bytes) else line).rstrip("\r\n")
+    if "\n" in text:
         raise AgiProtocolError(f"malformed AGI environment line: {text[:80]!r}")
-    return match.group(1), match.group(2)
+    return _split_env_line(text)
+
+
+#: header names already checked against ``_ENV_KEY`` (Asterisk sends the same
+#: two dozen on every call); bounded so odd peers cannot grow it without end
+_KNOWN_ENV_KEYS: set[str] = set()
+_MAX_KNOWN_ENV_KEYS = 1024
+_ENV_KEY = re.compile(r"agi_[A-Za-z0-9_]+")
+
+
+def _split_env_line(text: str) -> tuple[str, str]:
+    """One header line (no newline in it) → (name, value).
+
+    The grammar is ``agi_[A-Za-z0-9_]+`` ``:`` an optional single whitespace
+    character, then the value (the regex ``^(agi_[A-Za-z0-9_]+):\\s?(.*)$``).
+    A partition on the first colon plus a cached check of the name, instead of
+    a regex match per line: the header is ~22 lines on every call.
+    """
+    key, colon, value = text.partition(":")
+    if not colon or (key not in _KNOWN_ENV_KEYS and not _check_env_key(key)):
+        raise AgiProtocolError(f"malformed AGI environment line: {text[:80]!r}")
+    if value[:1].isspace():  # the regex's ``\s?``: at most one separator
+        value = value[1:]
+    return key, value
+
+
+def _check_env_key(key: str) -> bool:
+    if _ENV_KEY.fullmatch(key) is None:
+        return False
+    if len(_KNOWN_ENV_KEYS) < _MAX_KNOWN_ENV_KEYS:
+        _KNOWN_ENV_KEYS.add(key)
+    return True
 
 
 def parse_environment(lines: Iterable[bytes | str]) -> AgiEnvironment:
@@ -156,6 +183,25 @@ def parse_environment(lines: Iterable[bytes | str]) -> AgiEnvironment:
     for line in lines:
         key, value = parse_env_line(line)
         variables[key] = value
+    return _environment(variables)
+
+
+def parse_header_block(block: bytes) -> AgiEnvironment:
+    """Build the environment from the raw header, up to (not including) the blank line.
+
+    Same result as :func:`parse_environment` on the block's lines, but the
+    block is decoded once (a newline is never part of a UTF-8 sequence, so
+    decoding per line or per block gives the same text).
+    """
+    variables: dict[str, str] = {}
+    for line in _decode(block).split("\n"):
+        if line:
+            key, value = _split_env_line(line.rstrip("\r"))
+            variables[key] = value
+    return _environment(variables)
+
+
+def _environment(variables: dict[str, str]) -> AgiEnvironment:
     if "agi_request" not in variables and "agi_network_script" not in variables:
         raise AgiProtocolError("AGI environment has neither agi_request nor agi_network_script")
     return AgiEnvironment(variables)
@@ -166,8 +212,15 @@ def _quote(arg: str) -> str:
         # A newline would end the command early and let the rest be read as a
         # second command: refuse rather than let call data inject commands.
         raise ValueError("AGI argument may not contain a line break or NUL")
-    escaped = arg.replace("\\", "\\\\").replace('"', '\\"')
-    return f'"{escaped}"'
+    if "\\" in arg or '"' in arg:
+        arg = arg.replace("\\", "\\\\").replace('"', '\\"')
+    return '"' + arg + '"'
+
+
+#: command names already checked against ``_NAME_OK`` (a flow uses a dozen);
+#: bounded like ``_KNOWN_ENV_KEYS``
+_KNOWN_NAMES: set[str] = set()
+_MAX_KNOWN_NAMES = 256
 
 
 def format_command(name: str, *args: object) -> bytes:
@@ -178,43 +231,60 @@ def format_command(name: str, *args: object) -> bytes:
     which is exactly what res_agi's ``parse_args`` undoes, so empty arguments
     and arguments with spaces survive.
     """
-    if not name or not _NAME_OK.match(name):
-        raise ValueError(f"bad AGI command name {name!r}")
-    parts = [name]
-    parts.extend(_quote(str(arg)) for arg in args)
-    return (" ".join(parts) + "\n").encode("utf-8")
+    if name not in _KNOWN_NAMES:
+        if not name or not _NAME_OK.match(name):
+            raise ValueError(f"bad AGI command name {name!r}")
+        if len(_KNOWN_NAMES) < _MAX_KNOWN_NAMES:
+            _KNOWN_NAMES.add(name)
+    if not args:
+        return (name + "\n").encode("utf-8")
+    quoted = " ".join([_quote(arg if type(arg) is str else str(arg)) for arg in args])
+    return (name + " " + quoted + "\n").encode("utf-8")
 
 
 def parse_reply_line(text: str) -> AgiReply:
     """Parse one single-line reply (not the ``520-`` block)."""
-    if text.startswith("200 result=") and " " not in text:
-        # the common shape, "200 result=N", without the regex
-        value = text[11:]
-        if value.isdigit() or (value[:1] == "-" and value[1:].isdigit()):
-            return AgiReply(code=200, result=int(value) if len(value) < 19 else None, value=value)
-    match = _REPLY_200.match(text)
-    if match is not None:
-        value = match.group(1)
-        # GET DATA answers "result=" (nothing keyed) or "result=0123":
-        # keep the raw text, leading zeros and all, beside the integer.
-        result = int(value) if _INTEGER.match(value) and len(value) < 19 else None
-        rest = (match.group(2) or "").strip()
-        data: str | None = None
-        if rest.startswith("("):
-            # The data is printed as "(%s)" and may itself contain ")" or
-            # spaces; the key=value pairs after it never contain ")".
-            close = rest.rfind(")")
-            if close < 0:
-                raise AgiProtocolError(f"unbalanced parenthesis in AGI reply: {text[:80]!r}")
-            data = rest[1:close]
-            rest = rest[close + 1 :].strip()
-        extra = dict(_KEY_VALUE.findall(rest))
-        return AgiReply(code=200, result=result, value=value, data=data, extra=extra)
-    if len(text) >= 3 and text[:3].isdigit() and (len(text) == 3 or text[3] == " "):
+    if text.startswith("200 result="):
+        return _parse_200(text)
+    # isascii: "²" is a digit to isdigit() but not to int()
+    if len(text) >= 3 and text[:3].isascii() and text[:3].isdigit() and (len(text) == 3 or text[3] == " "):
         code = int(text[:3])
         if code in (510, 511, 520):
             return AgiReply(code=code, text=text[4:].strip())
     raise AgiProtocolError(f"unrecognised AGI reply: {text[:80]!r}")
+
+
+def _parse_200(text: str) -> AgiReply:
+    """``200 result=VALUE[ (DATA)][ key=value …]`` without a regex.
+
+    VALUE is everything up to the first whitespace (the regex
+    ``^200 result=(\\S*)(?:\\s+(.*))?$``); ``str.split()`` splits on the same
+    whitespace as ``\\s``.
+    """
+    tail = text[11:]
+    if not tail or tail[0].isspace():
+        value, rest = "", tail.strip()
+    else:
+        parts = tail.split(None, 1)
+        value = parts[0]
+        rest = parts[1].strip() if len(parts) > 1 else ""
+    # GET DATA answers "result=" (nothing keyed) or "result=0123":
+    # keep the raw text, leading zeros and all, beside the integer.
+    digits = value[1:] if value[:1] == "-" else value
+    result = int(value) if digits.isdecimal() and len(value) < 19 else None
+    if not rest:
+        return AgiReply(code=200, result=result, value=value)
+    data: str | None = None
+    if rest[0] == "(":
+        # The data is printed as "(%s)" and may itself contain ")" or
+        # spaces; the key=value pairs after it never contain ")".
+        close = rest.rfind(")")
+        if close < 0:
+            raise AgiProtocolError(f"unbalanced parenthesis in AGI reply: {text[:80]!r}")
+        data = rest[1:close]
+        rest = rest[close + 1 :].strip()
+    extra = dict(_KEY_VALUE.findall(rest)) if rest else {}
+    return AgiReply(code=200, result=result, value=value, data=data, extra=extra)
 
 
 def parse_replies(buffer: bytes, max_line: int = MAX_LINE_LENGTH) -> tuple[list[Message], bytes]:
@@ -226,9 +296,12 @@ def parse_replies(buffer: bytes, max_line: int = MAX_LINE_LENGTH) -> tuple[list[
     ``max_line`` (checked on the unterminated tail too, so a peer cannot make
     us buffer without bound).
     """
+    length = len(buffer)
+    if buffer.find(b"\n") == length - 1 and 0 < length <= max_line + 1 and buffer.startswith(b"200 "):
+        # the usual read: exactly one "200 …" reply
+        return [parse_reply_line(_decode(buffer[:-1]).rstrip("\r"))], b""
     messages: list[Message] = []
     position = 0
-    length = len(buffer)
     while position < length:
         newline = buffer.find(b"\n", position)
         if newline < 0:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Protocol as TypingProtocol
 
 from twisted.internet import defer, protocol
@@ -53,12 +52,16 @@ class SessionHost(TypingProtocol):
     def observe_command(self, name: bytes, seconds: float) -> None: ...
 
 
-@dataclass
 class _Pending:
-    line: bytes
-    timeout: float
-    deferred: defer.Deferred
-    sent_at: float = 0.0
+    """One command: queued, then on the wire. Its name is only worked out for errors."""
+
+    __slots__ = ("deferred", "line", "sent_at", "timeout")
+
+    def __init__(self, line: bytes, timeout: float, deferred: defer.Deferred) -> None:
+        self.line = line
+        self.timeout = timeout
+        self.deferred = deferred
+        self.sent_at = 0.0
 
     @property
     def name(self) -> str:
@@ -75,7 +78,9 @@ class FastAgiProtocol(protocol.Protocol):
         self.hangup_received = False
         self.closed = False
         self._buffer = b""
-        self._header_lines: list[bytes] = []
+        #: header bytes already scanned (complete, non-blank lines) and their count
+        self._header_scanned = 0
+        self._header_count = 0
         self._queue: deque[_Pending] = deque()
         self._in_flight: _Pending | None = None
         self._header_timer: IDelayedCall | None = None
@@ -114,24 +119,27 @@ class FastAgiProtocol(protocol.Protocol):
 
     # -- header ------------------------------------------------------------
     def _read_header(self) -> None:
-        while self.environment is None:
-            newline = self._buffer.find(b"\n")
+        """Wait for the blank line that ends the header, then parse the block at once."""
+        buffer = self._buffer
+        start = self._header_scanned
+        while True:
+            newline = buffer.find(b"\n", start)
             if newline < 0:
-                if len(self._buffer) > self.host.max_line:
+                if len(buffer) - start > self.host.max_line:
                     raise codec.AgiProtocolError("AGI header line too long")
+                self._header_scanned = start
                 return
-            line = self._buffer[:newline].rstrip(b"\r")
-            self._buffer = self._buffer[newline + 1 :]
-            if line:
-                self._header_lines.append(line)
-                if len(self._header_lines) > 500:
-                    raise codec.AgiProtocolError("AGI header has no end")
-                continue
-            environment = codec.parse_environment(self._header_lines)
-            self._header_lines = []
-            self._cancel_header_timer()
-            self.environment = environment
-            self.host.session_started(self, environment)
+            if newline == start or (buffer[start] == 0x0D and not buffer[start:newline].strip(b"\r")):
+                break  # the blank line (``\n``, or ``\r\n``)
+            self._header_count += 1
+            if self._header_count > 500:
+                raise codec.AgiProtocolError("AGI header has no end")
+            start = newline + 1
+        environment = codec.parse_header_block(buffer[:start])
+        self._buffer = buffer[newline + 1 :]
+        self._cancel_header_timer()
+        self.environment = environment
+        self.host.session_started(self, environment)
 
     def _header_timed_out(self) -> None:
         self._header_timer = None
@@ -167,28 +175,41 @@ class FastAgiProtocol(protocol.Protocol):
         if self.closed or self.transport is None or self.transport.disconnecting:
             d.errback(AgiConnectionLost("connection already closed"))
             return d
-        self._queue.append(_Pending(line=line, timeout=timeout, deferred=d))
-        self._send_next()
+        item = _Pending(line, timeout, d)
+        if self._in_flight is None and not self._queue:
+            self._put_on_wire(item)  # the usual case: nothing waiting before it
+        else:
+            self._queue.append(item)
         return d
 
     def _send_next(self) -> None:
         if self._in_flight is not None or not self._queue or self.closed:
             return
-        item = self._queue.popleft()
+        self._put_on_wire(self._queue.popleft())
+
+    def _put_on_wire(self, item: _Pending) -> None:
         self._in_flight = item
+        item.sent_at = now = self.clock.seconds()
+        # One timer per connection, moved only when this command's deadline is
+        # earlier than the timer's; a timer that fires early for a later
+        # deadline re-arms itself (see _command_timed_out). Commands are
+        # usually answered in milliseconds, so most never touch the timer.
         timer = self._timer
-        if timer is not None and timer.active():
-            timer.reset(item.timeout)
-        else:
+        if timer is None:
             self._timer = self.clock.callLater(item.timeout, self._command_timed_out)
-        item.sent_at = self.clock.seconds()
+        elif timer.getTime() > now + item.timeout:
+            timer.reset(item.timeout)
         self.transport.write(item.line)
 
     def _command_timed_out(self) -> None:
         self._timer = None
         item = self._in_flight
-        if item is None or self.clock.seconds() - item.sent_at < item.timeout:
+        if item is None:
             return  # the timer outlived its command (no command on the wire now)
+        left = item.sent_at + item.timeout - self.clock.seconds()
+        if left > 0:  # armed for an earlier command: wait for this one's own deadline
+            self._timer = self.clock.callLater(left, self._command_timed_out)
+            return
         self._in_flight = None
         item.deferred.errback(AgiCommandTimeout(f"no reply to {item.name} within {item.timeout:g} s"))
         # AGI replies are positional: once one is missing we can never pair

@@ -13,12 +13,14 @@ from typing import Protocol as TypingProtocol
 
 from twisted.internet import defer, protocol
 from twisted.internet.interfaces import IReactorTime
-from twisted.logger import Logger
+from twisted.logger import Logger, LogLevel
 from twisted.python.failure import Failure
 
+from .. import logs
 from ..calls import CallRecord
-from ..metrics import GatewayMetrics
+from ..metrics import ChildCache, GatewayMetrics
 from . import codec
+from .flowrun import run_flow
 from .protocol import AgiCommandTimeout, FastAgiProtocol
 from .registry import ScriptRegistry
 from .session import AgiCommandError, AgiSession, CallerHungUp
@@ -57,7 +59,10 @@ class FastAgiFactory(protocol.Factory):
         self.session_timeout = session_timeout
         self.max_line = max_line
         self.prompt_dir = prompt_dir
+        #: histogram child per raw command word (b"SET"), looked up once
         self._command_children: dict[bytes, object] = {}
+        self._sessions = ChildCache(metrics.fastagi_sessions)
+        self._handoffs = ChildCache(metrics.handoffs)
         #: raw command round trips, kept only for the benchmark (``run --bench``)
         self.rtt_samples: list[float] | None = [] if keep_rtt_samples else None
 
@@ -105,15 +110,16 @@ class FastAgiFactory(protocol.Factory):
         session = AgiSession(proto, env, command_timeout=self.command_timeout, language_dir=self.prompt_dir)
         session.call_record = record
         self.metrics.fastagi_active.inc()
-        log.info(
-            "Call {call_id} from {caller} on {script}",
-            call_id=record.call_id,
-            caller=record.caller_masked,
-            script=script,
-        )
+        if logs.enabled(LogLevel.info):
+            log.info(
+                "Call {call_id} from {caller} on {script}",
+                call_id=record.call_id,
+                caller=record.caller_masked,
+                script=script,
+            )
         self.store.call_started(record)
         watchdog = self.clock.callLater(self.session_timeout, self._session_timed_out, proto, record)
-        d = defer.Deferred.fromCoroutine(handler(session))
+        d = run_flow(handler(session))
         d.addBoth(self._session_ended, proto, session, record, watchdog)
 
     def _session_timed_out(self, proto: FastAgiProtocol, record: CallRecord) -> None:
@@ -146,22 +152,23 @@ class FastAgiFactory(protocol.Factory):
             record.handoff = f"{session.handoff.kind}:{session.handoff.target}"
             if outcome == "completed":
                 outcome = f"handoff_{session.handoff.kind}"
-            self.metrics.handoffs.labels(kind=session.handoff.kind).inc()
-        elif outcome not in ("caller_hangup",):
-            self.metrics.handoffs.labels(kind="fallback").inc()
+            self._handoffs.get(session.handoff.kind).inc()
+        elif outcome != "caller_hangup":
+            self._handoffs.get("fallback").inc()
         record.outcome = outcome
         record.ended_at = self.clock.seconds()
         record.path = list(session.path)
-        self.metrics.fastagi_sessions.labels(script=record.script, outcome=outcome).inc()
+        self._sessions.get(record.script, outcome).inc()
         self.metrics.fastagi_active.dec()
         self.store.call_ended(record)
-        log.info(
-            "Call {call_id} from {caller}: {outcome} after {commands} commands, path {path}",
-            call_id=record.call_id,
-            caller=record.caller_masked,
-            outcome=outcome,
-            commands=session.commands_sent,
-            path=" > ".join(record.path),
-        )
+        if logs.enabled(LogLevel.info):
+            log.info(
+                "Call {call_id} from {caller}: {outcome} after {commands} commands, path {path}",
+                call_id=record.call_id,
+                caller=record.caller_masked,
+                outcome=outcome,
+                commands=session.commands_sent,
+                path=" > ".join(record.path),
+            )
         proto.close()
 

@@ -116,11 +116,15 @@ class AgiSession:
             reply: codec.AgiReply = await self._sender.send_command(line, timeout or self.command_timeout)
         except AgiConnectionLost as exc:
             raise CallerHungUp(str(exc)) from exc
-        if reply.hung_up and not (allow_hangup and reply.code == 200):
+        # reply.hung_up / reply.ok, spelled out: this runs for every command
+        code = reply.code
+        if code == 200:
+            if reply.result == -1 and not allow_hangup:
+                raise CallerHungUp(f"{name}: channel hung up")
+            return reply
+        if code == 511:
             raise CallerHungUp(f"{name}: channel hung up")
-        if not reply.ok:
-            raise AgiCommandError(name, reply)
-        return reply
+        raise AgiCommandError(name, reply)
 
     def _prompt_file(self, prompt: str) -> str:
         if "/" in prompt or not self.language_dir:

@@ -1,4 +1,6 @@
 """The pure AGI codec: every reply shape Asterisk sends, quoting, and fuzzing."""
+import re
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -219,3 +221,113 @@ def _asterisk_parse_args(text: str) -> list[str]:
     if started:
         args.append("".join(current))
     return args
+
+
+# The header grammar as a regex (what parse_env_line used before the fast path).
+_ENV_LINE_REGEX = re.compile(r"^(agi_[A-Za-z0-9_]+):\s?(.*)$")
+
+
+@given(st.text(alphabet=st.sampled_from(list("agi_xyzAZ09:  \t\x0b\x1c\u3000\r-é")), max_size=30))
+def test_env_line_fast_path_matches_the_regex(text):
+    expected = _ENV_LINE_REGEX.match(text.rstrip("\r\n"))
+    if expected is None:
+        with pytest.raises(AgiProtocolError):
+            codec.parse_env_line(text)
+    else:
+        assert codec.parse_env_line(text) == expected.groups()
+
+
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["agi_request", "agi_channel", "agi_arg_1", "agi_x"]),
+            st.text(alphabet=st.characters(blacklist_characters="\r\n", blacklist_categories=("Cs",)), max_size=20),
+            st.sampled_from(["\n", "\r\n"]),
+        ),
+        min_size=1,
+        max_size=8,
+    )
+)
+def test_header_block_parses_like_the_lines(entries):
+    lines = [f"{key}: {value}" for key, value, _ in entries]
+    block = "".join(f"{line}{end}" for line, (_, _, end) in zip(lines, entries)).encode()
+    try:
+        expected = codec.parse_environment([line.encode() for line in lines])
+    except AgiProtocolError:
+        with pytest.raises(AgiProtocolError):
+            codec.parse_header_block(block)
+    else:
+        assert codec.parse_header_block(block) == expected
+
+
+def test_header_block_refuses_a_malformed_line():
+    with pytest.raises(AgiProtocolError):
+        codec.parse_header_block(b"agi_request: agi://x/main\nagi channel: x\n")
+
+
+def _reference_parse_reply_line(text):
+    """parse_reply_line as it was with regexes: the oracle for the fast parser."""
+    match = re.match(r"^200 result=(\S*)(?:\s+(.*))?$", text)
+    if match is not None:
+        value = match.group(1)
+        result = int(value) if re.match(r"^-?\d+$", value) and len(value) < 19 else None
+        rest = (match.group(2) or "").strip()
+        data = None
+        if rest.startswith("("):
+            close = rest.rfind(")")
+            if close < 0:
+                raise AgiProtocolError("unbalanced")
+            data = rest[1:close]
+            rest = rest[close + 1 :].strip()
+        extra = dict(re.findall(r"([A-Za-z_][A-Za-z0-9_]*)=(\S*)", rest))
+        return AgiReply(code=200, result=result, value=value, data=data, extra=extra)
+    if len(text) >= 3 and text[:3].isascii() and text[:3].isdigit() and (len(text) == 3 or text[3] == " "):
+        code = int(text[:3])
+        if code in (510, 511, 520):
+            return AgiReply(code=code, text=text[4:].strip())
+    raise AgiProtocolError("unrecognised")
+
+
+_REPLY_PIECES = st.sampled_from(
+    ["200 result=", "1", "-1", "0123", "49", "-", " ", "  ", "\t", "\x0b", "\u3000", "(", ")", "value 0",
+     "timeout", "endpos=800", "k=v", "=", "٣", "²", "x", "510 ", "511", "520 Usage"]
+)
+
+
+@given(st.lists(_REPLY_PIECES, max_size=8).map("".join))
+def test_reply_fast_parser_matches_the_regex_parser(text):
+    try:
+        expected = _reference_parse_reply_line(text)
+    except AgiProtocolError:
+        with pytest.raises(AgiProtocolError):
+            codec.parse_reply_line(text)
+    else:
+        assert codec.parse_reply_line(text) == expected
+
+
+@given(st.lists(_REPLY_PIECES, max_size=8).map("".join))
+def test_single_reply_fast_path_matches_the_general_loop(text):
+    data = text.encode() + b"\n"
+    try:
+        expected = codec.parse_replies(b"\n" + data)  # a leading blank line skips the fast path
+    except AgiProtocolError:
+        with pytest.raises(AgiProtocolError):
+            codec.parse_replies(data)
+    else:
+        assert codec.parse_replies(data) == expected
+
+
+def test_non_ascii_digits_in_a_status_code_are_a_protocol_error():
+    with pytest.raises(AgiProtocolError):
+        codec.parse_reply_line("51²")
+    reply = codec.parse_reply_line("200 result=1²")  # kept as text, not a number
+    assert reply.result is None and reply.value == "1²"
+
+
+def test_format_command_checks_names_once_and_still_refuses_bad_ones():
+    assert codec.format_command("ANSWER") == b"ANSWER\n"
+    assert codec.format_command("ANSWER") == b"ANSWER\n"
+    assert codec.format_command("WAIT FOR DIGIT", 5000) == b'WAIT FOR DIGIT "5000"\n'
+    for bad in ("answer", "", "ANSWER;", "X\nY"):
+        with pytest.raises(ValueError):
+            codec.format_command(bad)

@@ -269,3 +269,60 @@ def test_record_file_ended_by_hang_up_still_returns_the_recording():
     assert sent_lines(transport)[-1] == 'SET VARIABLE "HOTLINE_SERVED" "voice_message"'
     proto.dataReceived(b"200 result=1\n")
     assert store.ended[0].outcome == "caller_hangup"
+
+
+def test_header_with_crlf_lines_in_odd_pieces():
+    got = []
+
+    async def flow(session):
+        got.append((session.call_id, session.caller))
+        await session.answer()
+
+    factory, clock, store, _ = make_factory(registry_with(flow))
+    proto, transport = connect(factory)
+    data = env().replace(b"\n", b"\r\n")
+    for piece in (data[:7], data[7:60], data[60:-1], data[-1:]):
+        proto.dataReceived(piece)
+    assert got == [("call-1", "13800138000")]
+    assert sent_lines(transport) == ["ANSWER"]
+
+
+def test_header_without_an_end_is_refused():
+    factory, clock, store, registry = make_factory(registry_with(lambda s: None))
+    proto, transport = connect(factory)
+    proto.dataReceived(b"agi_x: y\n" * 501)
+    assert transport.disconnecting
+    assert registry.get_sample_value("hotline_fastagi_errors_total", {"kind": "protocol"}) == 1
+
+
+def test_short_command_after_a_long_one_gets_its_own_timeout():
+    async def flow(session):
+        await session.play("welcome")  # 120 s allowed
+        await session.answer()  # 3 s allowed
+
+    factory, clock, store, _ = make_factory(registry_with(flow), command_timeout=3)
+    proto, transport = connect(factory)
+    proto.dataReceived(env())
+    clock.advance(60)
+    proto.dataReceived(b"200 result=0 endpos=800\n")
+    clock.advance(2.9)
+    assert not store.ended
+    clock.advance(0.2)
+    assert store.ended[0].outcome == "agi_timeout"
+
+
+def test_long_command_after_a_short_one_is_not_cut_at_the_short_deadline():
+    async def flow(session):
+        await session.answer()  # 3 s allowed
+        await session.wait_for_digit(20000)  # 23 s allowed
+
+    factory, clock, store, _ = make_factory(registry_with(flow), command_timeout=3)
+    proto, transport = connect(factory)
+    proto.dataReceived(env())
+    clock.advance(1)
+    proto.dataReceived(b"200 result=0\n")
+    clock.advance(22.9)  # past the first command's deadline, inside the second's
+    assert not store.ended and not transport.disconnecting
+    clock.advance(0.2)
+    assert store.ended[0].outcome == "agi_timeout"
+    assert transport.disconnecting
