@@ -346,6 +346,19 @@ class Lab:
         if "successfully" not in output.lower():
             raise LabError(f"carrier: database put failed: {output.strip()}")
 
+    def carrier_steps(self) -> dict[str, dict[str, int]]:
+        """How often each number called through the lab carrier reached each step of its behaviour
+        ({number: {step: count}}, from the carrier's AstDB family carrier-steps)."""
+        counts: dict[str, dict[str, int]] = {}
+        for line in self.carrier_cli("database show carrier-steps").splitlines():
+            match = re.match(r"^/carrier-steps/(\S+)-([a-z]+)\s*:\s*(\d+)", line.strip())
+            if match:
+                counts.setdefault(match.group(1), {})[match.group(2)] = int(match.group(3))
+        return counts
+
+    def clear_carrier_steps(self) -> None:
+        self.carrier_cli("database deltree carrier-steps")
+
     def speech_sound(self, text_or_file: str) -> str:
         """Install a citizen utterance (Mandarin text or an audio file) and
         return its sound name for CITIZEN_SPEECH."""

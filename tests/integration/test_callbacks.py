@@ -262,7 +262,9 @@ def test_every_callback_ends_once_through_gateway_asterisk_and_redis_restarts(di
     c.config_set("appendonly", "yes")
     if not had_aof:
         request.addfinalizer(lambda: shutil.rmtree(aof_files, ignore_errors=True))
-    ids = [add_callback(lab, numbers(f"139001330{i:02d}", PRESS_1)) for i in range(6)]
+    lab.clear_carrier_steps()
+    called = [numbers(f"139001330{i:02d}", PRESS_1) for i in range(6)]
+    ids = [add_callback(lab, number) for number in called]
     reader = store(lab)
 
     def dialling() -> int:
@@ -306,6 +308,11 @@ def test_every_callback_ends_once_through_gateway_asterisk_and_redis_restarts(di
     recovered = sum(1 for job_id in ids for e in reader.history(job_id) if e.get("event") == "lease-recovered")
     print(f"leases recovered after the crash: {recovered}; attempts: "
           f"{[len(attempts(reader.history(j))) for j in ids]}")
+    # seen from the citizens' side (the carrier): each one finished exactly one call — pressed 1, talked,
+    # hung up — so nobody who had been served was called again (calls cut by the crash or the restart
+    # before the end are retried, and that is right)
+    steps = lab.carrier_steps()
+    assert {number: steps.get(number, {}).get("hangup", 0) for number in called} == dict.fromkeys(called, 1), steps
 
 
 def test_agent_first_reserves_an_agent_then_calls_the_citizen_who_presses_1(dialer_gateway, numbers) -> None:

@@ -332,3 +332,28 @@ def test_caller_hangs_up_while_recording_a_message(peak: Lab) -> None:
     job = json.loads(redis_client(peak).xrange("hotline:jobs:transcribe", "-", "+")[-1][1]["data"])
     assert job["call_id"] == result.call_id and job["ended_by"] == "hangup"
     gateway_log_has_no_traceback(peak)
+
+
+def test_caller_hangs_up_while_the_order_status_is_spoken(menu_on: Lab) -> None:
+    """Hang-up while the gateway speaks a work order's status: the record is closed as a hang-up, no traceback."""
+    seed_orders(menu_on)
+    delay = after_greeting(menu_on)
+    # 4 (status) during the menu, order number keyed ~2 s later; the status is spoken ~5 s after the menu key
+    result = menu_on.call(CallRequest(dtmf="4WW20261121001#", dtmf_delay=delay, hangup_after=delay + 7.5))
+    record = record_of(result)
+    assert record["outcome"] == "caller_hangup", record
+    assert "order:processing" in record["path"] and not result.queue_joined, record
+    gateway_log_has_no_traceback(menu_on)
+
+
+def test_caller_hangs_up_right_after_asking_for_a_callback(peak: Lab) -> None:
+    """Hang-up during the "we will call you back" confirmation: the request is stored all the same."""
+    client = redis_client(peak)
+    before = client.xlen("hotline:callback:requests")
+    offer_at = after_greeting(peak)
+    result = peak.call(CallRequest(dtmf="1", dtmf_delay=offer_at, hangup_after=offer_at + 2))
+    record = record_of(result)
+    assert record["outcome"] == "caller_hangup" and "callback:stored" in record["path"], record
+    assert client.xlen("hotline:callback:requests") == before + 1
+    assert json.loads(client.xrange("hotline:callback:requests", "-", "+")[-1][1]["data"])["call_id"] == result.call_id
+    gateway_log_has_no_traceback(peak)

@@ -144,3 +144,63 @@ def test_ami_connection_killed_mid_run_loses_and_doubles_nothing(gateway_up: Lab
     wait_ready(lab, timeout=60)
     expected = {"offered": 1, "answered": 0, "answered_within_sl": 0, "abandoned": 1, "short_abandoned": 0}
     assert settle(lab, before, expected, timeout=30) == expected
+
+
+def untracked(lab: Lab) -> float:
+    url = f"http://{lab.settings.http_host}:{lab.settings.http_port}/metrics"
+    with urllib.request.urlopen(url, timeout=5) as response:
+        text = response.read().decode()
+    return sum(sample.value for family in text_string_to_metric_families(text) for sample in family.samples
+               if sample.name == "hotline_queue_calls_untracked_total")
+
+
+def test_asterisk_stopped_and_restarted_mid_run_loses_and_doubles_nothing(gateway_up: Lab) -> None:
+    """Calls before and after an Asterisk restart are counted once each: the gateway's AMI session goes
+    (not ready), comes back by itself, resyncs and replays queue_log without counting the first abandon again."""
+    lab = gateway_up
+    wait_ready(lab)
+    greet = after_greeting(lab)
+    before, untracked_before = scrape(lab), untracked(lab)
+    first = lab.call(CallRequest(hangup_after=greet + 8, agent_ring=20))
+    assert first.abandoned
+    assert settle(lab, before, {"offered": 1, "answered": 0, "answered_within_sl": 0, "abandoned": 1,
+                                "short_abandoned": 0})["abandoned"] == 1
+    lab.asterisk.stop(lambda _m: None)
+    deadline = time.monotonic() + 30
+    while ready(lab):  # /readyz follows the AMI session
+        assert time.monotonic() < deadline, "the gateway stayed ready with Asterisk stopped"
+        time.sleep(0.5)
+    lab.asterisk.start(lambda _m: None)
+    wait_ready(lab, timeout=90)  # reconnected with backoff, logged in, resynced
+    second = lab.call(CallRequest(hangup_after=greet + 8, agent_ring=20))
+    answered = lab.call(CallRequest(hangup_after=40, agent_talk=2))
+    assert second.abandoned and answered.agent_answered
+    expected = {"offered": 3, "answered": 1, "answered_within_sl": 1, "abandoned": 2, "short_abandoned": 0}
+    assert settle(lab, before, expected, timeout=30) == expected
+    assert untracked(lab) == untracked_before
+
+
+def test_abandon_while_the_gateway_is_stopped_is_counted_once_after_it_restarts(gateway_up: Lab) -> None:
+    """A citizen waits in the queue, the gateway is stopped (a deploy), the citizen gives up while it is
+    down: the restarted gateway recovers the abandon from its checkpoint and queue_log — once, without
+    counting the call as offered a second time (the stopped process had counted that)."""
+    lab = gateway_up
+    wait_ready(lab)
+    greet = after_greeting(lab)
+    holder: dict = {}
+
+    def call():
+        holder["result"] = lab.call(CallRequest(hangup_after=greet + 10, agent_ring=30))
+
+    thread = threading.Thread(target=call)
+    thread.start()
+    time.sleep(greet + 3)  # the citizen is waiting in the queue, counted as offered by this process
+    lab.gateway.stop(lambda _m: None)
+    thread.join(90)
+    assert holder["result"].abandoned
+    lab.gateway.start(lambda _m: None)
+    wait_ready(lab, timeout=60)
+    zero = dict.fromkeys(COUNTERS, 0.0)  # a new process: its counters start at 0
+    expected = {"offered": 0, "answered": 0, "answered_within_sl": 0, "abandoned": 1, "short_abandoned": 0}
+    assert settle(lab, zero, expected, timeout=30) == expected
+    assert untracked(lab) == 0

@@ -212,8 +212,10 @@ def test_a_gateway_crash_mid_campaign_loses_and_repeats_nothing(survey_gateway, 
     every order ends exactly once (one result in the outbox), completed on a second attempt, no order is
     asked again after it was answered, and a fifth order added while the gateway was down is not lost."""
     lab = survey_gateway()
+    lab.clear_carrier_steps()
     ids = [f"SV-R{i}" for i in range(4)]
-    post(lab, [event(order_id, numbers(f"139001600{i:02d}", citizen("1", "1"))) for i, order_id in enumerate(ids)])
+    called = [numbers(f"139001600{i:02d}", citizen("1", "1")) for i in range(4)]
+    post(lab, [event(order_id, number) for order_id, number in zip(ids, called)])
     deadline = time.monotonic() + 60
     while sum(1 for i in ids if order(lab, i).get("reached") == "1") < 4:
         assert time.monotonic() < deadline, lab.gateway.log_tail(40)
@@ -238,3 +240,8 @@ def test_a_gateway_crash_mid_campaign_loses_and_repeats_nothing(survey_gateway, 
         finals = [e for e in history if e.get("event") == "final"]
         assert len(finals) == 1 and finals[0]["outcome"] == "connected", history
         assert job.attempts <= 2, history
+    # seen from the citizens' side (the carrier): the crash came mid-introduction, before any key, so each
+    # citizen keyed their two answers exactly once — nobody was asked again after answering
+    steps = lab.carrier_steps()
+    answered = {number: steps.get(number, {}).get("dtmf", 0) for number in called + ["13900160004"]}
+    assert answered == dict.fromkeys(answered, 2), steps
