@@ -45,3 +45,15 @@ class AsrMetrics:
             registry=registry,
         )
         self.busy = Gauge("hotline_asr_worker_busy", "1 while a recording is being decoded", registry=registry)
+        # the job stream as a whole (every worker reports the same numbers: alert on max())
+        self.backlog = Gauge(
+            "hotline_asr_jobs_backlog",
+            "Transcription jobs not finished: not yet delivered to any worker, or delivered and not acked "
+            "(being decoded, or failed and waiting for a retry)",
+            registry=registry,
+        )
+        self.oldest_job_age = Gauge(
+            "hotline_asr_oldest_job_age_seconds",
+            "Age of the oldest unfinished transcription job, from its stream id (0 when there is none)",
+            registry=registry,
+        )
