@@ -402,6 +402,7 @@ class SinkRunner(_StreamLoop):
         self.name = f"sink-{sink}"
         self.sink = sink
         self._deliver = deliver
+        metrics.sink_started(sink)
 
     def stop(self, patience: float = 2.0) -> defer.Deferred:
         """Stop; a delivery still retrying after ``patience`` s is abandoned (its entry stays pending)."""
