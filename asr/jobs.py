@@ -25,7 +25,7 @@ from typing import Any
 
 import redis
 
-__all__ = ["Delivery", "JobQueue", "StreamQueue", "decode_job"]
+__all__ = ["Backlog", "Delivery", "JobQueue", "StreamQueue", "decode_job"]
 
 #: store the draft once and acknowledge the job, atomically
 _STORE_AND_ACK = """
@@ -73,6 +73,37 @@ class Delivery:
     fields: dict[str, str]
     attempts: int
     reclaimed: bool = False
+
+
+@dataclass(frozen=True)
+class Backlog:
+    """A consumer group's unfinished entries."""
+
+    #: not yet delivered to any consumer of the group
+    waiting: int
+    #: delivered and not acked: being worked on, or failed and waiting to be reclaimed
+    pending: int
+    #: the id of the oldest of them (None: nothing unfinished)
+    oldest_id: str | None = None
+
+    @property
+    def total(self) -> int:
+        return self.waiting + self.pending
+
+    def oldest_age(self, now: float) -> float:
+        """Seconds since the oldest unfinished entry was added (its id's time part); 0 when there is none."""
+        if self.oldest_id is None:
+            return 0.0
+        return max(0.0, now - _id_key(self.oldest_id)[0] / 1000.0)
+
+
+def _id_key(entry_id: str) -> tuple[int, int]:
+    ms, _, seq = str(entry_id).partition("-")
+    return int(ms), int(seq or 0)
+
+
+#: at most this many undelivered entries are counted one by one (only when Redis gives no ``lag``)
+_LAG_SCAN = 10_000
 
 
 class StreamQueue:
@@ -125,6 +156,30 @@ class StreamQueue:
 
     def pending_count(self) -> int:
         return int(self.client.xpending(self.stream, self.group)["pending"])
+
+    def backlog(self) -> Backlog:
+        """The group's unfinished entries: XINFO GROUPS (``lag``, ``pending``), the first entry after the
+        group's last delivered id and the oldest pending one. No stream or no group yet: what the stream holds."""
+        try:
+            groups = self.client.xinfo_groups(self.stream)
+        except redis.ResponseError:  # no such key: nothing was ever queued
+            return Backlog(0, 0)
+        info = next((g for g in groups if g.get("name") == self.group), None)
+        if info is None:
+            first = self.client.xrange(self.stream, count=1)
+            return Backlog(int(self.client.xlen(self.stream)), 0, first[0][0] if first else None)
+        undelivered = f"({info['last-delivered-id']}"  # exclusive: the entries after it
+        after = self.client.xrange(self.stream, min=undelivered, count=1)
+        waiting = info.get("lag")
+        if waiting is None:  # Redis < 7, or entries deleted from the stream: count them (bounded)
+            waiting = len(self.client.xrange(self.stream, min=undelivered, count=_LAG_SCAN)) if after else 0
+        pending = int(info.get("pending") or 0)
+        candidates = [after[0][0]] if after else []
+        if pending:
+            oldest_pending = self.client.xpending(self.stream, self.group).get("min")
+            if oldest_pending:
+                candidates.append(oldest_pending)
+        return Backlog(int(waiting), pending, min(candidates, key=_id_key) if candidates else None)
 
 
 class JobQueue(StreamQueue):

@@ -3,7 +3,9 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-__all__ = ["AsrMetrics"]
+__all__ = ["AsrMetrics", "JOB_OUTCOMES"]
+
+JOB_OUTCOMES = ("done", "duplicate", "failed", "dead_lettered", "released")
 
 _SECONDS = (0.1, 0.25, 0.5, 1, 2, 5, 10, 20, 30, 60, 120, 300, 600)
 _RTF = (0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 1.0, 1.5, 2, 3, 5)
@@ -44,4 +46,24 @@ class AsrMetrics:
             "hotline_asr_redis_errors", "Redis operations that failed and were retried", ["operation"],
             registry=registry,
         )
+        # export every outcome at 0, so the first failure after a start shows in increase()/rate()
+        for outcome in JOB_OUTCOMES:
+            self.jobs.labels(outcome=outcome)
         self.busy = Gauge("hotline_asr_worker_busy", "1 while a recording is being decoded", registry=registry)
+        # the job stream as a whole (every worker reports the same numbers: alert on max())
+        self.backlog = Gauge(
+            "hotline_asr_jobs_backlog",
+            "Transcription jobs not finished: not yet delivered to any worker, or delivered and not acked "
+            "(being decoded, or failed and waiting for a retry)",
+            registry=registry,
+        )
+        self.oldest_job_age = Gauge(
+            "hotline_asr_oldest_job_age_seconds",
+            "Age of the oldest unfinished transcription job, from its stream id (0 when there is none)",
+            registry=registry,
+        )
+
+    def sink_started(self, sink: str) -> None:
+        """Export the sink's delivery and failure counters at 0 (its first failure then counts in rate())."""
+        self.sink_deliveries.labels(sink=sink)
+        self.sink_failures.labels(sink=sink)

@@ -10,6 +10,10 @@ time is reset every reclaim_idle/3 s meanwhile, so a long recording is not
 stolen) → draft → one Lua step: SET NX the record, XADD hotline:drafts, XACK.
 A failure leaves the job pending (retried after reclaim_idle_seconds); at
 ``max_attempts`` deliveries it goes to the dead-letter stream with its reason.
+Every ``backlog_interval`` s (own timer, so also while a recording is decoded) the job
+group's unfinished jobs — not yet delivered, or delivered and not acked — and the age of
+the oldest one are read into ``hotline_asr_jobs_backlog`` and
+``hotline_asr_oldest_job_age_seconds`` (the same for every worker: alert on ``max()``).
 
 Survey voice comments (job ``kind=survey_comment``, ``order_id``; written by the survey
 flow, ``gateway/flows/survey_nodes.py``) are not citizen requests and make no draft: the
@@ -174,7 +178,8 @@ class TranscriptionWorker(_StreamLoop):
                  recordings_root: str = "", max_attempts: int = 3, reclaim_idle: float = 60.0,
                  timezone: str = "Asia/Shanghai", shutdown_grace: float = 20.0,
                  read_block_ms: int | None = 1000, model_name: str = "",
-                 on_stored: Callable[[dict[str, Any]], None] | None = None, comments: Any = None) -> None:
+                 on_stored: Callable[[dict[str, Any]], None] | None = None, comments: Any = None,
+                 backlog_interval: float = 15.0) -> None:
         super().__init__(queue, clock=clock, run_redis=run_redis, metrics=metrics, reclaim_idle=reclaim_idle,
                          read_block_ms=read_block_ms)
         self.jobs: JobQueue = queue
@@ -191,6 +196,9 @@ class TranscriptionWorker(_StreamLoop):
         self._comments = comments
         self._cancel = False
         self.current: str | None = None
+        #: seconds between reads of the job stream's backlog into the gauges (0: never)
+        self.backlog_interval = backlog_interval
+        self._backlog_loop: task.LoopingCall | None = None
 
     def now(self) -> dt.datetime:
         return dt.datetime.fromtimestamp(self.clock.seconds(), self.timezone)
@@ -334,8 +342,37 @@ class TranscriptionWorker(_StreamLoop):
                                         error=f.getErrorMessage()))
         return d
 
+    async def refresh_backlog(self) -> None:
+        """The job stream's backlog and its oldest job's age into the gauges (read in the Redis thread).
+
+        Runs on its own timer, so it is fresh while a long recording is decoded; a failure is logged and
+        counted (``redis_errors_total{operation="backlog"}``), the gauges keep their last value.
+        """
+        try:
+            backlog = await self._run_redis(self.jobs.backlog)
+        except redis.RedisError as exc:
+            self.metrics.redis_errors.labels(operation="backlog").inc()
+            log.warn("{loop}: could not read the job backlog ({error})", loop=self.name,
+                     error=f"{type(exc).__name__}: {exc}")
+            return
+        except Exception:  # noqa: BLE001 — a metric must not stop the timer; logged with its traceback
+            log.failure("{loop}: could not read the job backlog", loop=self.name)
+            return
+        self.metrics.backlog.set(backlog.total)
+        self.metrics.oldest_job_age.set(backlog.oldest_age(self.clock.seconds()))
+
+    def start(self) -> defer.Deferred:
+        loop = super().start()
+        if self.backlog_interval > 0:
+            self._backlog_loop = task.LoopingCall(lambda: defer.ensureDeferred(self.refresh_backlog()))
+            self._backlog_loop.clock = self.clock
+            self._backlog_loop.start(self.backlog_interval, now=True)
+        return loop
+
     def stop(self) -> defer.Deferred:
         """Stop taking jobs; let the current one finish for ``shutdown_grace`` s, then release it."""
+        if self._backlog_loop is not None and self._backlog_loop.running:
+            self._backlog_loop.stop()
         loop = super().stop()
         if self.current is None or loop.called:
             return loop
@@ -365,6 +402,7 @@ class SinkRunner(_StreamLoop):
         self.name = f"sink-{sink}"
         self.sink = sink
         self._deliver = deliver
+        metrics.sink_started(sink)
 
     def stop(self, patience: float = 2.0) -> defer.Deferred:
         """Stop; a delivery still retrying after ``patience`` s is abandoned (its entry stays pending)."""

@@ -1,5 +1,5 @@
 """Static helpers: which metric names a PromQL expression reads, and which
-names the gateway exports (declared against fresh registries, no server)."""
+names the gateway and the ASR workers export (declared against fresh registries, no server)."""
 from __future__ import annotations
 
 import re
@@ -8,6 +8,9 @@ from pathlib import Path
 import yaml
 from prometheus_client import CollectorRegistry
 
+from asr.metrics import AsrMetrics
+from gateway.callbacks.metrics import CallbackMetrics
+from gateway.dialer.service import DialerMetrics
 from gateway.metrics import GatewayMetrics
 from gateway.monitor.metrics import MonitorMetrics
 from gateway.monitor.model import HotlineState
@@ -49,16 +52,22 @@ def metric_names_in(expr: str) -> set[str]:
 
 
 def exported_metric_names() -> set[str]:
-    """Every sample name the gateway can expose (GatewayMetrics + monitor metrics + survey metrics)."""
-    registry = CollectorRegistry()
-    GatewayMetrics(registry)
-    SurveyMetrics(registry)
-    metrics = MonitorMetrics(registry)
+    """Every sample name Prometheus can scrape from us: the gateway (job ``hotline-gateway``: GatewayMetrics,
+    monitor, dialer, callback and survey metrics, one registry as in ``gateway/app.py``) and the ASR
+    workers (job ``hotline-asr``: AsrMetrics, a registry per process as in ``asr/service.py``)."""
+    gateway = CollectorRegistry()
+    GatewayMetrics(gateway)
+    SurveyMetrics(gateway)
+    DialerMetrics(gateway)
+    CallbackMetrics(gateway)
+    metrics = MonitorMetrics(gateway)
     state = HotlineState(metrics.sink, trunks=["carrier"], trunk_capacity={"carrier": 1})
     metrics.watch(state, lambda: 0.0)
     state.apply_registrations([])
+    asr = CollectorRegistry()
+    AsrMetrics(asr)
     names = set()
-    for family in registry.collect():
+    for family in [*gateway.collect(), *asr.collect()]:
         names.add(family.name)
         if family.type == "counter":
             names.add(family.name + "_total")

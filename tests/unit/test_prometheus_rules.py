@@ -72,12 +72,17 @@ def test_rules_read_only_metrics_the_gateway_exports():
             assert not unknown, f"{rule.get('record') or rule.get('alert')}: unknown {unknown}"
 
 
+#: the labels an aggregation may keep with ``by (...)``
+ALLOWED_BY_LABELS = {"queue", "trunk", "kind", "category", "le"}
+
+
 def test_rule_labels_stay_low_cardinality():
-    """Aggregations keep only queue/trunk/kind/category; nothing by a number, channel or handling unit."""
+    """Aggregations keep only queue/trunk/kind/category (and a histogram's bucket bound ``le``, for
+    histogram_quantile); nothing by a number, channel or handling unit."""
     for group in rule_groups():
         for rule in group["rules"]:
             for labels in re.findall(r"by \(([^)]*)\)", rule["expr"]):
-                assert {label.strip() for label in labels.split(",")} <= {"queue", "trunk", "kind", "category"}, rule
+                assert {label.strip() for label in labels.split(",")} <= ALLOWED_BY_LABELS, rule
 
 
 def test_metric_name_helper():
