@@ -285,7 +285,7 @@ def main(argv=None) -> int:
     parser.add_argument("--no-lab", action="store_true", help="assume the lab Asterisk is already up")
     args = parser.parse_args(argv)
     if not args.no_lab:
-        subprocess.run([sys.executable, "-m", "gateway.lab", "up", "--no-gateway"], cwd=REPO, check=True)
+        subprocess.run([sys.executable, "-m", "gateway.lab", "up", "--no-gateway", "--no-asr"], cwd=REPO, check=True)
     results = task.react(lambda reactor: defer.Deferred.fromCoroutine(_main(reactor, args)))
     return results
 
