@@ -232,17 +232,8 @@ class TranscriptionWorker(_StreamLoop):
         if job.get("kind") == SURVEY_COMMENT:
             return await self._survey_comment(delivery, job)
         if await self.redis("exists", lambda: self.jobs.already_done(recording_id)):
-            await self.redis("ack", lambda: self.jobs.ack_done(delivery.id))
-            self.metrics.jobs.labels(outcome="duplicate").inc()
-            log.info("Job {job_id}: draft for {recording_id} already stored; acked", job_id=delivery.id,
-                     recording_id=recording_id)
-            return "duplicate"
-        try:
-            path = resolve_recording(self.recordings_root, job["path"])
-        except JobError as exc:
-            return await self._fail(delivery, f"bad job: {exc}", recording_id)
-
-        transcript = await self._decode(delivery, path, recording_id)
+            return await self._ack_duplicate(delivery, f"draft for {recording_id} already stored")
+        transcript = await self._decode_job(delivery, job, recording_id)
         if isinstance(transcript, str):
             return transcript
         try:
@@ -276,16 +267,9 @@ class TranscriptionWorker(_StreamLoop):
         if comments is None:
             return await self._fail(delivery, "survey comment but this worker has no survey store", recording_id)
         if await self.redis("exists", lambda: comments.comment_transcribed(order_id, recording_id)):
-            await self.redis("ack", lambda: self.jobs.ack_done(delivery.id))
-            self.metrics.jobs.labels(outcome="duplicate").inc()
-            log.info("Job {job_id}: comment {recording_id} of survey order {order} already stored; acked",
-                     job_id=delivery.id, recording_id=recording_id, order=order_id)
-            return "duplicate"
-        try:
-            path = resolve_recording(self.recordings_root, job["path"])
-        except JobError as exc:
-            return await self._fail(delivery, f"bad job: {exc}", recording_id)
-        transcript = await self._decode(delivery, path, recording_id)
+            return await self._ack_duplicate(delivery, f"comment {recording_id} of survey order {order_id} "
+                                                       "already stored")
+        transcript = await self._decode_job(delivery, job, recording_id)
         if isinstance(transcript, str):
             return transcript
         try:
@@ -309,6 +293,21 @@ class TranscriptionWorker(_StreamLoop):
                  "{confidence:.2f}); order {order}: {result}", job_id=delivery.id, recording_id=recording_id,
                  audio=transcript.duration, confidence=transcript.confidence, order=order_id, result=result)
         return outcome
+
+    async def _ack_duplicate(self, delivery: Delivery, what: str) -> str:
+        """A redelivered job whose result is already stored: acknowledge it, store nothing."""
+        await self.redis("ack", lambda: self.jobs.ack_done(delivery.id))
+        self.metrics.jobs.labels(outcome="duplicate").inc()
+        log.info("Job {job_id}: {what}; acked", job_id=delivery.id, what=what)
+        return "duplicate"
+
+    async def _decode_job(self, delivery: Delivery, job: dict[str, Any], recording_id: str) -> Transcript | str:
+        """The job's recording transcribed, or the outcome of a job that could not be (failed, released)."""
+        try:
+            path = resolve_recording(self.recordings_root, job["path"])
+        except JobError as exc:
+            return await self._fail(delivery, f"bad job: {exc}", recording_id)
+        return await self._decode(delivery, path, recording_id)
 
     async def _decode(self, delivery: Delivery, path: Path, recording_id: str) -> Transcript | str:
         heartbeat = task.LoopingCall(self._touch, delivery.id)

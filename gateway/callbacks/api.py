@@ -29,6 +29,7 @@ from twisted.logger import Logger
 from twisted.web import resource, server
 
 from ..dialer.jobs import Job
+from ..httpjson import read_json
 from ..masking import mask_number
 from .service import CallbackService, job_id_for
 
@@ -95,13 +96,9 @@ class CallbacksResource(resource.Resource):
     @staticmethod
     def _body(request) -> tuple[int, Any]:
         """(0, the JSON object) or (an error code, its body)."""
-        body = request.content.read(_MAX_BODY + 1) if request.content is not None else b""
-        if len(body) > _MAX_BODY:
-            return 413, {"error": "body too large"}
-        try:
-            data = json.loads(body or b"{}")
-        except ValueError:
-            return 400, {"error": "body must be JSON"}
+        code, data = read_json(request, _MAX_BODY)
+        if code:
+            return code, data
         if not isinstance(data, dict) or not isinstance(data.get("number"), str):
             return 400, {"error": "need {\"number\": \"...\"}"}
         return 0, data

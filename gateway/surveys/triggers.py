@@ -23,6 +23,7 @@ from twisted.internet import defer
 from twisted.logger import Logger
 from twisted.web import resource, server
 
+from ..httpjson import read_json
 from ..masking import mask_number
 from .campaign import SurveyCampaign
 from .model import EventError, parse_closed_event
@@ -102,13 +103,9 @@ class SurveysResource(resource.Resource):
 
     async def _route(self, request, method: str, path: list[str]) -> tuple[int, Any]:
         if method == "POST" and path == ["closed"]:
-            body = request.content.read(_MAX_BODY + 1) if request.content is not None else b""
-            if len(body) > _MAX_BODY:
-                return 413, {"error": "body too large"}
-            try:
-                data = json.loads(body or b"{}")
-            except ValueError:
-                return 400, {"error": "body must be JSON"}
+            code, data = read_json(request, _MAX_BODY)
+            if code:
+                return code, data
             events = data.get("orders") if isinstance(data, dict) and "orders" in data else [data]
             if not isinstance(events, list) or not 1 <= len(events) <= _MAX_BATCH:
                 return 400, {"error": f"need one event or {{\"orders\": [...]}} with 1..{_MAX_BATCH} events"}
