@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -124,26 +124,44 @@ end
 return out
 """
 
-_DIALING = """
-local P, id, owner, now, attempt_id, till, cap = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4]), ARGV[5], ARGV[6], tonumber(ARGV[7])
-local jk = P .. ':job:' .. id
-if redis.call('HGET', jk, 'owner') ~= owner or redis.call('HGET', jk, 'state') ~= 'leased' then return {'lost'} end
-if redis.call('HGET', jk, 'cancel') == '1' then return {'cancelled'} end
-local e164 = redis.call('HGET', jk, 'e164') or ''
-if e164 ~= '' and redis.call('SISMEMBER', P .. ':dnc', e164) == 1 then return {'dnc'} end
-local dials = P .. ':dials:' .. e164
-redis.call('ZREMRANGEBYSCORE', dials, '-inf', now - 86400)
-if cap > 0 and redis.call('ZCARD', dials) >= cap then
-  local oldest = redis.call('ZRANGE', dials, 0, 0, 'WITHSCORES')
-  return {'capped', tostring(tonumber(oldest[2]) + 86400)}
+_DIALING_FN = """
+local function dialing(P, id, owner, now_s, attempt_id, till, cap)
+  local now = tonumber(now_s)
+  local jk = P .. ':job:' .. id
+  if redis.call('HGET', jk, 'owner') ~= owner or redis.call('HGET', jk, 'state') ~= 'leased' then return {'lost', ''} end
+  if redis.call('HGET', jk, 'cancel') == '1' then return {'cancelled', ''} end
+  local e164 = redis.call('HGET', jk, 'e164') or ''
+  if e164 ~= '' and redis.call('SISMEMBER', P .. ':dnc', e164) == 1 then return {'dnc', ''} end
+  local dials = P .. ':dials:' .. e164
+  redis.call('ZREMRANGEBYSCORE', dials, '-inf', now - 86400)
+  if cap > 0 and redis.call('ZCARD', dials) >= cap then
+    local oldest = redis.call('ZRANGE', dials, 0, 0, 'WITHSCORES')
+    return {'capped', tostring(tonumber(oldest[2]) + 86400)}
+  end
+  redis.call('ZADD', dials, now, attempt_id)
+  redis.call('EXPIRE', dials, 86400)
+  local n = redis.call('HINCRBY', jk, 'attempts', 1)
+  redis.call('HSET', jk, 'phase', 'dialing', 'attempt_id', attempt_id, 'dialed_at', now_s, 'lease_until', till)
+  redis.call('ZADD', P .. ':leases', till, id)
+  redis.call('RPUSH', P .. ':history:' .. id, cjson.encode({at = now, event = 'dialing', attempt = n, attempt_id = attempt_id, owner = owner}))
+  return {'ok', tostring(n)}
 end
-redis.call('ZADD', dials, now, attempt_id)
-redis.call('EXPIRE', dials, 86400)
-local n = redis.call('HINCRBY', jk, 'attempts', 1)
-redis.call('HSET', jk, 'phase', 'dialing', 'attempt_id', attempt_id, 'dialed_at', ARGV[4], 'lease_until', till)
-redis.call('ZADD', P .. ':leases', till, id)
-redis.call('RPUSH', P .. ':history:' .. id, cjson.encode({at = now, event = 'dialing', attempt = n, attempt_id = attempt_id, owner = owner}))
-return {'ok', tostring(n)}
+"""
+
+_DIALING = _DIALING_FN + """
+return dialing(ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6], tonumber(ARGV[7]))
+"""
+
+# the write-ahead of a whole tick in one round trip: each job still on its own terms (one status per job)
+_DIALING_MANY = _DIALING_FN + """
+local P, owner, now, till, cap = ARGV[1], ARGV[2], ARGV[3], ARGV[4], tonumber(ARGV[5])
+local out = {}
+for i = 6, #ARGV, 2 do
+  local r = dialing(P, ARGV[i], owner, now, ARGV[i + 1], till, cap)
+  table.insert(out, r[1])
+  table.insert(out, r[2])
+end
+return out
 """
 
 _RENEW = """
@@ -170,24 +188,39 @@ local function release_number(P, jk, id)
 end
 """
 
-_FINISH = _RELEASE + """
-local P, id, owner, now, entry, final, retry_at, ttl = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7], tonumber(ARGV[8])
-local jk = P .. ':job:' .. id
-if redis.call('HGET', jk, 'owner') ~= owner or redis.call('HGET', jk, 'state') ~= 'leased' then return 0 end
-if entry ~= '' then redis.call('RPUSH', P .. ':history:' .. id, entry) end
-redis.call('ZREM', P .. ':leases', id)
-if final == '' and redis.call('HGET', jk, 'cancel') == '1' then final = 'cancelled' end
-if final ~= '' then
-  redis.call('HSET', jk, 'state', 'done', 'outcome', final, 'finished_at', now, 'owner', '', 'phase', '')
-  release_number(P, jk, id)
-  redis.call('RPUSH', P .. ':history:' .. id, cjson.encode({at = tonumber(now), event = 'final', outcome = final}))
-  redis.call('EXPIRE', jk, ttl)
-  redis.call('EXPIRE', P .. ':history:' .. id, ttl)
-  return 2
+_FINISH_FN = _RELEASE + """
+local function finish(P, id, owner, now, entry, final, retry_at, ttl)
+  local jk = P .. ':job:' .. id
+  if redis.call('HGET', jk, 'owner') ~= owner or redis.call('HGET', jk, 'state') ~= 'leased' then return 0 end
+  if entry ~= '' then redis.call('RPUSH', P .. ':history:' .. id, entry) end
+  redis.call('ZREM', P .. ':leases', id)
+  if final == '' and redis.call('HGET', jk, 'cancel') == '1' then final = 'cancelled' end
+  if final ~= '' then
+    redis.call('HSET', jk, 'state', 'done', 'outcome', final, 'finished_at', now, 'owner', '', 'phase', '')
+    release_number(P, jk, id)
+    redis.call('RPUSH', P .. ':history:' .. id, cjson.encode({at = tonumber(now), event = 'final', outcome = final}))
+    redis.call('EXPIRE', jk, ttl)
+    redis.call('EXPIRE', P .. ':history:' .. id, ttl)
+    return 2
+  end
+  redis.call('HSET', jk, 'state', 'pending', 'phase', '', 'owner', '', 'due_at', retry_at)
+  redis.call('ZADD', P .. ':due', retry_at, id)
+  return 1
 end
-redis.call('HSET', jk, 'state', 'pending', 'phase', '', 'owner', '', 'due_at', retry_at)
-redis.call('ZADD', P .. ':due', retry_at, id)
-return 1
+"""
+
+_FINISH = _FINISH_FN + """
+return finish(ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7], tonumber(ARGV[8]))
+"""
+
+# several finishes in one round trip, each on its own terms (one result per job, in order)
+_FINISH_MANY = _FINISH_FN + """
+local P, owner, ttl = ARGV[1], ARGV[2], tonumber(ARGV[3])
+local out = {}
+for i = 4, #ARGV, 5 do
+  table.insert(out, finish(P, ARGV[i], owner, ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4], ttl))
+end
+return out
 """
 
 _RECOVER = """
@@ -339,6 +372,14 @@ class Job:
         }
 
 
+def _dialing_status(status: str, info: str) -> tuple[str, Any]:
+    if status == "ok":
+        return status, int(info)
+    if status == "capped":
+        return status, float(info)
+    return status, None
+
+
 def _pairs(raw: list) -> dict[str, str]:
     return {raw[i]: raw[i + 1] for i in range(0, len(raw), 2)}
 
@@ -355,8 +396,10 @@ class JobStore:
         self._add = client.register_script(_ADD)
         self._claim = client.register_script(_CLAIM)
         self._dialing = client.register_script(_DIALING)
+        self._dialing_many = client.register_script(_DIALING_MANY)
         self._renew = client.register_script(_RENEW)
         self._finish = client.register_script(_FINISH)
+        self._finish_many = client.register_script(_FINISH_MANY)
         self._recover = client.register_script(_RECOVER)
         self._cancel = client.register_script(_CANCEL)
         self._cancel_open = client.register_script(_CANCEL_OPEN)
@@ -412,12 +455,19 @@ class JobStore:
         """Write-ahead before the Originate: (``ok``, attempt number) or why not
         (``lost`` lease, ``cancelled``, ``dnc``, ``capped`` with the time the cap frees)."""
         result = self._dialing(args=[self.prefix, job_id, self.owner, repr(now), attempt_id, repr(now + lease), cap])
-        status = result[0]
-        if status == "ok":
-            return status, int(result[1])
-        if status == "capped":
-            return status, float(result[1])
-        return status, None
+        return _dialing_status(result[0], result[1])
+
+    def mark_dialing_many(self, attempts: Sequence[tuple[str, str]], now: float, lease: float,
+                          cap: int) -> list[tuple[str, Any]]:
+        """:meth:`mark_dialing` for several ``(job id, attempt id)`` in one round trip (each job
+        checked and written on its own, as if one by one); one ``(status, info)`` per job, in order."""
+        if not attempts:
+            return []
+        args: list[Any] = [self.prefix, self.owner, repr(now), repr(now + lease), cap]
+        for job_id, attempt_id in attempts:
+            args += [job_id, attempt_id]
+        raw = self._dialing_many(args=args)
+        return [_dialing_status(raw[i], raw[i + 1]) for i in range(0, len(raw), 2)]
 
     def renew(self, job_ids: Iterable[str], now: float, lease: float) -> int:
         ids = list(job_ids)
@@ -438,6 +488,20 @@ class JobStore:
         return int(self._finish(args=[
             self.prefix, job_id, self.owner, repr(now), payload, final or "", repr(retry_at or 0.0), self.done_ttl,
         ]))
+
+    def finish_many(self, items: Sequence[tuple[str, float, Mapping[str, Any] | None, str | None, float | None]]
+                    ) -> list[int]:
+        """:meth:`finish` for several ``(job id, now, entry, final, retry_at)`` in one round trip (each
+        job on its own terms, as if one by one); one result per item, in order."""
+        args: list[Any] = [self.prefix, self.owner, self.done_ttl]
+        for job_id, now, entry, final, retry_at in items:
+            if final is None and retry_at is None:
+                raise ValueError("finish needs a final outcome or a retry time")
+            payload = json.dumps(dict(entry), ensure_ascii=False) if entry else ""
+            args += [job_id, repr(now), payload, final or "", repr(retry_at or 0.0)]
+        if len(args) == 3:
+            return []
+        return [int(r) for r in self._finish_many(args=args)]
 
     def recover(self, now: float, lease: float, limit: int = 100) -> list[Job]:
         """Expired leases: jobs not yet dialling go back to the due index; jobs whose

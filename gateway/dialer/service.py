@@ -13,6 +13,11 @@ from Asterisk's AstDB record or, if there is none and its channel is gone,
 counted as ``failed``. Leases of calls in progress are renewed; expired leases
 of crashed instances are recovered.
 
+A tick waits for two Redis pool hops however many jobs it starts: slots, claim
+and agent holds (three scripts, one hop), then the write-ahead of all its jobs
+(one script); outcomes and slots given back are written one batch at a time,
+whatever comes while one is in flight going in the next.
+
 Redis or AMI trouble pauses the dialer (metric ``hotline_dialer_paused``); it
 never touches inbound calls, which do not depend on it.
 """
@@ -120,6 +125,51 @@ class _Attempt:
 FinalListener = Callable[[Job, str, AttemptOutcome | None, float], None]
 
 
+class _Coalesced:
+    """One blocking batch write in the Redis pool at a time: items submitted while one is in
+    flight go together in the next (one pool hop and one round trip for all of them).
+
+    ``write_many(items)`` runs in the pool and returns one result per item, in order; each
+    :meth:`submit` gets its own item's result (or the batch's failure). Nothing waits when the
+    pool is idle: the first item goes at once.
+    """
+
+    def __init__(self, run: RunBlocking, write_many: Callable[[list[Any]], list[Any]]) -> None:
+        self._run = run
+        self._write_many = write_many
+        self._queued: list[tuple[Any, defer.Deferred]] = []
+        self._busy = False
+
+    def submit(self, item: Any) -> defer.Deferred:
+        d = defer.Deferred()
+        self._queued.append((item, d))
+        if not self._busy:
+            self._flush()
+        return d
+
+    def _flush(self) -> None:
+        batch, self._queued = self._queued, []
+        if not batch:
+            return
+        self._busy = True
+        items = [item for item, _ in batch]
+
+        def done(results):
+            # what the callers submit from their callbacks goes in the next batch, all together
+            for (_, d), result in zip(batch, results):
+                d.callback(result)
+            self._busy = False
+            self._flush()
+
+        def failed(failure):
+            for _, d in batch:
+                d.errback(failure)
+            self._busy = False
+            self._flush()
+
+        self._run(lambda: self._write_many(items)).addCallbacks(done, failed)
+
+
 class Dialer:
     def __init__(
         self,
@@ -162,6 +212,10 @@ class Dialer:
         self._paused_until = 0.0
         self._next_housekeeping = 0.0
         self.pause_reason: str | None = None
+        #: job-store finishes (outcomes, put-backs) and pacing releases, batched while one is in flight
+        self._finishes = _Coalesced(run_blocking, store.finish_many)
+        self._releasing = False
+        self._release_waiters: list[defer.Deferred] = []
 
     # -- wiring -------------------------------------------------------------------------
     def add_final_listener(self, listener: FinalListener) -> None:
@@ -285,44 +339,76 @@ class Dialer:
         room = self.pacer.trunk_room(trunk)
         bases = self.pacer.agent_bases()
         ids = [new_slot_id() for _ in range(self.settings.batch)]
-        granted, agent_room = await self._run(lambda: self.paces.acquire(trunk, limit, now, ids, room, lease, bases))
-        if not granted:
-            return
-        slots = [Slot(trunk, slot_id) for slot_id in granted]
-        try:
-            jobs = await self._run(lambda: self.store.claim(now, len(slots), lease, gated_modes=AGENT_MODES,
-                                                            room=agent_room))
-            pairs = list(zip(jobs, slots))
-            unused = [slot.id for slot in slots[len(jobs):]]
-            holds = [(slot.id, job.queue, bases.get(job.queue, 0)) for job, slot in pairs if job.mode in AGENT_MODES]
+        taken: list[str] = []
+
+        def take() -> tuple[list[Job], set[str]]:
+            # in the pool, one hop for the tick's three round trips (each still its own atomic script)
+            granted, agent_room = self.paces.acquire(trunk, limit, now, ids, room, lease, bases)
+            taken.extend(granted)
+            if not granted:
+                return [], set()
+            jobs = self.store.claim(now, len(granted), lease, gated_modes=AGENT_MODES, room=agent_room)
+            unused = granted[len(jobs):]
+            holds = [(slot_id, job.queue, bases.get(job.queue, 0))
+                     for job, slot_id in zip(jobs, granted) if job.mode in AGENT_MODES]
             # unused slots give their tokens back; agent-bound jobs hold an agent (all instances counted)
-            refused = set()
-            if unused or holds:
-                refused = await self._run(lambda: self.paces.commit(trunk, limit, now, lease, unused, holds))
+            refused = self.paces.commit(trunk, limit, now, lease, unused, holds) if unused or holds else set()
+            return jobs, refused
+
+        try:
+            jobs, refused = await self._run(take)
         except Exception:
             # Redis failed: the slots go back once it answers (or their leases run out); jobs already
             # claimed return to their place when their leases run out
-            for slot in slots:
-                self.pacer.release(slot)
+            for slot_id in taken:
+                self.pacer.release(Slot(trunk, slot_id))
             raise
-        starts = []
-        for job, slot in pairs:
-            if slot.id in refused:
+        ends: list[defer.Deferred] = []
+        dial: list[tuple[Job, Slot, str]] = []
+        for job, slot_id in zip(jobs, taken):
+            if slot_id in refused:
                 # another instance took the last agent to spare: back to its place, no attempt counted
-                starts.append(defer.Deferred.fromCoroutine(self._put_back(job, now)))
+                ends.append(self._put_back(job, now))
                 continue
-            if job.mode in AGENT_MODES:
-                slot = Slot(trunk, slot.id, job.queue)
-            # each start is its own write-ahead round trip: run them side by side in the pool
-            starts.append(defer.Deferred.fromCoroutine(self._start(job, slot, now)))
-        results = await defer.DeferredList(starts, consumeErrors=True)
+            slot = Slot(trunk, slot_id, job.queue if job.mode in AGENT_MODES else None)
+            ended = self._without_call(job, slot, now)
+            if ended is not None:
+                ends.append(ended)
+            else:
+                dial.append((job, slot, f"{ATTEMPT_PREFIX}{uuid.uuid4().hex[:20]}"))
+        error: Exception | None = None
+        if dial:
+            cap = self.settings.per_number_cap
+            try:
+                # the write-ahead of every call of the tick in one round trip (each job on its own terms)
+                marks = await self._run(
+                    lambda: self.store.mark_dialing_many([(job.id, aid) for job, _, aid in dial], now, lease, cap)
+                )
+            except Exception as exc:  # noqa: BLE001 — pause after the other jobs are settled
+                error, marks = exc, []
+            for (job, slot, attempt_id), (status, info) in zip(dial, marks):
+                if status == "ok":
+                    self._originate(job, slot, attempt_id, int(info), now)
+                else:
+                    self.pacer.release(slot)
+                    ends.append(defer.Deferred.fromCoroutine(self._not_dialled(job, status, info, now)))
+        results = await defer.DeferredList(ends, consumeErrors=True)
         await self._flush_releases()
+        if error is not None:
+            raise error
         for ok, failure in results:
             if not ok:
                 raise failure.value
 
-    async def _put_back(self, job: Job, now: float) -> None:
-        await self._run(lambda: self.store.finish(job.id, now, None, retry_at=job.due_at))
+    def _finish_job(self, job_id: str, now: float, entry: dict[str, Any] | None, *, final: str | None = None,
+                    retry_at: float | None = None) -> defer.Deferred:
+        """``JobStore.finish`` through the batched writer (0 not ours, 1 re-queued, 2 finished)."""
+        if final is None and retry_at is None:
+            raise ValueError("finish needs a final outcome or a retry time")
+        return self._finishes.submit((job_id, now, entry, final, retry_at))
+
+    def _put_back(self, job: Job, now: float) -> defer.Deferred:
+        return self._finish_job(job.id, now, None, retry_at=job.due_at)
 
     async def _renew_slots(self, now: float) -> None:
         live = [a.slot for a in self.attempts.values() if not a.concluded and a.slot is not None]
@@ -334,7 +420,13 @@ class Dialer:
 
     def _flush_releases(self) -> defer.Deferred:
         """Write the slots and holds given back to the shared store; on failure keep them for the
-        next try (until then their leases run out on their own)."""
+        next try (until then their leases run out on their own). One write at a time: releases made
+        while one is in flight go together in the next, right after it (the Deferred fires once
+        this call's releases are written or kept)."""
+        if self._releasing:
+            d = defer.Deferred()
+            self._release_waiters.append(d)
+            return d
         releases = self.pacer.take_releases()
         if not releases:
             return defer.succeed(None)
@@ -355,43 +447,50 @@ class Dialer:
             self.metrics.store_failures.inc()
             log.warn("dialer: cannot give pacing slots back yet: {error}", error=failure.getErrorMessage())
 
-        return self._run(write).addErrback(failed)
+        def done(_) -> None:
+            self._releasing = False
+            waiters, self._release_waiters = self._release_waiters, []
+            if not waiters:
+                return None
+            after = self._flush_releases()
+            after.addBoth(lambda _: [w.callback(None) for w in waiters])
+            return None
 
-    async def _start(self, job: Job, slot: Slot, now: float) -> None:
+        self._releasing = True
+        return self._run(write).addErrback(failed).addBoth(done)
+
+    def _without_call(self, job: Job, slot: Slot, now: float) -> defer.Deferred | None:
+        """The checks before the write-ahead: if the job ends (or waits) without a call, give its
+        slot back and return the Deferred of that ending; None if it may be dialled."""
         if now >= job.expires_at:
             self.pacer.release(slot)
-            await self._finish_without_call(job, "expired", now)
-            return
+            return defer.Deferred.fromCoroutine(self._finish_without_call(job, "expired", now))
         if job.cancel:
             self.pacer.release(slot)
-            await self._finish_without_call(job, "cancelled", now)
-            return
+            return defer.Deferred.fromCoroutine(self._finish_without_call(job, "cancelled", now))
         if self.policy is not None:
             decision = self.policy.check(job.number)
             if not decision.allowed:
                 self.pacer.release(slot)
-                await self._reject(job, decision.reason, now)
-                return
+                return defer.Deferred.fromCoroutine(self._reject(job, decision.reason, now))
         windows = self._campaign_windows.get(job.campaign)
         if windows is not None and not windows.is_open(now):
             self.pacer.release(slot)
             # outside the campaign's own window: back to the due index at its next opening, no attempt counted
-            await self._run(lambda: self.store.finish(job.id, now, None, retry_at=windows.next_open(now)))
-            return
-        attempt_id = f"{ATTEMPT_PREFIX}{uuid.uuid4().hex[:20]}"
-        lease = self.settings.lease
-        status, info = await self._run(
-            lambda: self.store.mark_dialing(job.id, attempt_id, now, lease, self.settings.per_number_cap)
-        )
-        if status != "ok":
-            self.pacer.release(slot)
-            if status == "capped":
-                entry = {"at": now, "event": "capped", "until": info}
-                await self._run(lambda: self.store.finish(job.id, now, entry, retry_at=max(info, job.due_at)))
-            elif status in ("cancelled", "dnc"):
-                await self._finish_without_call(job, "cancelled" if status == "cancelled" else "do_not_call", now)
-            return
-        attempt = _Attempt(attempt_id, job, int(info), slot, now)
+            return self._finish_job(job.id, now, None, retry_at=windows.next_open(now))
+        return None
+
+    async def _not_dialled(self, job: Job, status: str, info: Any, now: float) -> None:
+        """The write-ahead refused the attempt (its slot is already given back)."""
+        if status == "capped":
+            entry = {"at": now, "event": "capped", "until": info}
+            await self._finish_job(job.id, now, entry, retry_at=max(info, job.due_at))
+        elif status in ("cancelled", "dnc"):
+            await self._finish_without_call(job, "cancelled" if status == "cancelled" else "do_not_call", now)
+
+    def _originate(self, job: Job, slot: Slot, attempt_id: str, number: int, now: float) -> None:
+        """``dialing`` is written: send the Originate."""
+        attempt = _Attempt(attempt_id, job, number, slot, now)
         self.attempts[attempt_id] = attempt
         self.metrics.in_flight.set(len(self.attempts))
         fields = originate_fields(
@@ -421,12 +520,12 @@ class Dialer:
             except Exception:  # a listener bug must not stop the dialer
                 log.failure("dialer attempt listener {listener!r} failed", listener=listener)
         entry = {"at": now, "event": "rejected", "outcome": outcome.outcome, "detail": reason}
-        result = await self._run(lambda: self.store.finish(job.id, now, entry, final="rejected"))
+        result = await self._finish_job(job.id, now, entry, final="rejected")
         if result == 2:
             self._finished(job, "rejected", outcome, now)
 
     async def _finish_without_call(self, job: Job, final: str, now: float) -> None:
-        result = await self._run(lambda: self.store.finish(job.id, now, None, final=final))
+        result = await self._finish_job(job.id, now, None, final=final)
         if result == 2:
             self._finished(job, final, None, now)
 
@@ -605,9 +704,7 @@ class Dialer:
             "outcome": outcome.outcome, "detail": outcome.detail, "pressed": outcome.pressed, "talk": outcome.talk,
         }
         try:
-            result = await self._run(
-                lambda: self.store.finish(job.id, now, entry, final=decision.final, retry_at=decision.retry_at)
-            )
+            result = await self._finish_job(job.id, now, entry, final=decision.final, retry_at=decision.retry_at)
         except Exception as exc:  # noqa: BLE001 — keep it and write it once Redis is back
             self.metrics.store_failures.inc()
             log.warn("dialer: cannot record attempt {attempt} yet: {error}", attempt=attempt.id, error=str(exc))

@@ -272,3 +272,45 @@ def test_listing_shows_the_most_recent_first_filtered_by_state(dialer_redis):
 def test_finish_needs_a_final_outcome_or_a_retry_time(dialer_redis, bad):
     with pytest.raises(ValueError):
         store(dialer_redis).finish("x", NOW, None, **bad)
+
+
+def test_a_batch_write_ahead_checks_and_writes_each_job_on_its_own(dialer_redis):
+    s = store(dialer_redis)
+    s.add(job("ok-1", "13800000001"), NOW)
+    s.add(job("dnc", "13800000002"), NOW)
+    s.add(job("capped", "13800000003", campaign="c2"), NOW)
+    s.add(job("ok-2", "13800000004"), NOW)
+    s.add_dnc("+8613800000002")
+    s.claim(NOW, 4, 30)
+    s.add(job("not-mine", "13800000005"), NOW)  # pending, never claimed: its lease is lost
+    marks = s.mark_dialing_many([("ok-1", "a1"), ("dnc", "a2"), ("capped", "a3"), ("ok-2", "a4"),
+                                 ("not-mine", "a5")], NOW, 30, cap=0)
+    assert marks == [("ok", 1), ("dnc", None), ("ok", 1), ("ok", 1), ("lost", None)]
+    s.finish("capped", NOW + 1, None, retry_at=NOW + 2)
+    # the same number twice in one batch: the second one sees the first one's dial
+    s.add(job("same", "13800000003", campaign="c3"), NOW)
+    assert {j.id for j in s.claim(NOW + 2, 10, 30)} == {"not-mine", "capped", "same"}
+    assert s.mark_dialing_many([("capped", "a6"), ("same", "a7")], NOW + 2, 30, cap=2) == [
+        ("ok", 2), ("capped", NOW + 86400)]
+    assert s.get("ok-2").phase == "dialing" and s.get("ok-2").attempt_id == "a4"
+    assert [h["event"] for h in s.history("ok-1")] == ["scheduled", "dialing"]
+    assert s.mark_dialing_many([], NOW, 30, cap=3) == []
+
+
+def test_a_batch_finish_gives_each_job_its_own_result(dialer_redis):
+    s = store(dialer_redis)
+    for i in range(3):
+        s.add(job(f"j{i}", f"1380000000{i}"), NOW)
+    s.claim(NOW, 3, 30)
+    results = s.finish_many([
+        ("j0", NOW + 1, {"event": "attempt", "outcome": "connected"}, "connected", None),
+        ("j1", NOW + 1, None, None, NOW + 300),
+        ("j0", NOW + 2, None, "connected", None),  # already finished: not ours any more
+        ("nope", NOW + 2, None, "expired", None),
+    ])
+    assert results == [2, 1, 0, 0]
+    assert s.get("j0").outcome == "connected" and s.get("j1").state == "pending" and s.get("j1").due_at == NOW + 300
+    assert s.get("j2").state == "leased"
+    assert s.finish_many([]) == []
+    with pytest.raises(ValueError):
+        s.finish_many([("j2", NOW, None, None, None)])

@@ -612,3 +612,51 @@ def test_two_instances_together_never_exceed_the_trunks_concurrent_outbound_call
     assert pair.numbers() == [f"138000000{i:02d}" for i in range(12)]
     assert pair.finals() == [(f"job-{i:02d}", "connected") for i in range(12)]
     assert {r for _, r, _ in pair.started} == {0, 1}
+
+
+class QueuedPool:
+    """A Redis thread pool that runs its jobs only when told (to count the hops a tick waits for)."""
+
+    def __init__(self) -> None:
+        self.jobs: list[tuple[object, defer.Deferred]] = []
+        self.hops = 0
+
+    def run(self, fn):
+        d = defer.Deferred()
+        self.jobs.append((fn, d))
+        return d
+
+    def drain(self):
+        while self.jobs:
+            fn, d = self.jobs.pop(0)
+            self.hops += 1
+            try:
+                result = fn()
+            except Exception as exc:  # noqa: BLE001
+                d.errback(exc)
+            else:
+                d.callback(result)
+
+
+def test_a_tick_waits_for_two_pool_hops_however_many_jobs_it_starts(dialer_redis):
+    rig = Rig(dialer_redis)
+    pool = QueuedPool()
+    rig.dialer._run = rig.dialer._finishes._run = pool.run
+    for i in range(5):
+        rig.add(f"cb-{i}", f"1380000000{i}", original=START - 60 + i)
+    rig.dialer._next_housekeeping = rig.clock.seconds() + 60  # the dispatch alone, no housekeeping
+    rig.dialer.tick()
+    pool.drain()
+    # slots + claim + agent holds in one hop, the write-ahead of all five in one, the releases (none)
+    assert pool.hops == 2 and len(rig.ami.originates()) == 5
+    assert [rig.store.get(f"cb-{i}").phase for i in range(5)] == ["dialing"] * 5
+    pool.hops = 0
+    for i in range(5):
+        finish_call(rig, i)
+    pool.drain()
+    # the first outcome goes at once, the four that came while it was in flight together:
+    # two finishes and two releases, not five of each
+    assert pool.hops == 4
+    assert rig.finals == [(f"cb-{i}", "connected") for i in range(5)]
+    assert rig.paces.in_flight("carrier", rig.clock.seconds()) == 0
+    assert rig.paces.held("12345", rig.clock.seconds()) == 0
