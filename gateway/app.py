@@ -125,6 +125,7 @@ def build_gateway(reactor, config: GatewayConfig, enable_bench: bool = False) ->
         max_line=config.agi.max_line,
         prompt_dir=config.flows.prompt_dir,
         keep_rtt_samples=enable_bench,
+        direct_writes=config.agi.direct_writes,
     )
 
     monitor = None

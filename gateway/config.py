@@ -42,6 +42,9 @@ class AgiConfig:
     max_line: int = 8192
     #: whole-session cap: a flow that runs longer is cut off (caller → queue)
     session_timeout: float = 900.0
+    #: send each command straight to the socket instead of on the reactor's next
+    #: turn (saves two epoll_ctl calls and a loop turn per command)
+    direct_writes: bool = True
 
 
 @dataclass(frozen=True)

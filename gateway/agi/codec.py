@@ -17,6 +17,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Union
 
 __all__ = [
@@ -85,9 +86,9 @@ class AgiEnvironment:
         return tuple(args)
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, frozen=True)
 class AgiReply:
-    """One reply to one command.
+    """One reply to one command (immutable: common replies are shared, see ``parse_replies``).
 
     ``code`` is the numeric status (200, 510, 511, 520); ``result`` the value
     of ``result=`` for 200 replies; ``data`` the text in parentheses (e.g.
@@ -193,12 +194,26 @@ def parse_header_block(block: bytes) -> AgiEnvironment:
     block is decoded once (a newline is never part of a UTF-8 sequence, so
     decoding per line or per block gives the same text).
     """
-    variables: dict[str, str] = {}
-    for line in _decode(block).split("\n"):
+    text = _decode(block)
+    # The usual header: one regex pass in C over the whole block. It is used
+    # only when every line matched and no name repeats; anything else takes
+    # the line-by-line path, which says what is wrong.
+    pairs = _HEADER_LINE.findall(text)
+    if len(pairs) == text.count("\n") + (not text.endswith("\n")):
+        variables = dict(pairs)
+        if len(variables) == len(pairs):
+            return _environment(variables)
+    variables = {}
+    for line in text.split("\n"):
         if line:
             key, value = _split_env_line(line.rstrip("\r"))
             variables[key] = value
     return _environment(variables)
+
+
+#: one header line: the ``_split_env_line`` grammar (name, ``:``, at most one
+#: whitespace separator, value, trailing ``\r`` dropped) for a whole block
+_HEADER_LINE = re.compile(r"^(agi_[A-Za-z0-9_]+):[^\S\n]?(.*?)\r*$", re.MULTILINE)
 
 
 def _environment(variables: dict[str, str]) -> AgiEnvironment:
@@ -287,6 +302,26 @@ def _parse_200(text: str) -> AgiReply:
     return AgiReply(code=200, result=result, value=value, data=data, extra=extra)
 
 
+#: Replies without data that Asterisk sends over and over (``200 result=1``,
+#: ``200 result=0 endpos=800``), parsed once and shared: ``AgiReply`` is
+#: immutable. Replies carrying data (a variable's value, which may be a
+#: citizen's number) are never kept. Bounded: once full, new lines are parsed
+#: every time.
+_REPLY_CACHE: dict[bytes, AgiReply] = {}
+_MAX_CACHED_REPLIES = 512
+_CACHEABLE_LENGTH = 48
+
+
+def _shareable(reply: AgiReply) -> AgiReply:
+    """The same reply with a read-only ``extra`` (a cached reply is shared by every call)."""
+    if not reply.extra:
+        return AgiReply(code=reply.code, result=reply.result, value=reply.value, extra=_NO_EXTRA)
+    return AgiReply(code=reply.code, result=reply.result, value=reply.value, extra=MappingProxyType(dict(reply.extra)))
+
+
+_NO_EXTRA: Mapping[str, str] = MappingProxyType({})
+
+
 def parse_replies(buffer: bytes, max_line: int = MAX_LINE_LENGTH) -> tuple[list[Message], bytes]:
     """Split ``buffer`` into complete replies and the unconsumed rest.
 
@@ -298,8 +333,13 @@ def parse_replies(buffer: bytes, max_line: int = MAX_LINE_LENGTH) -> tuple[list[
     """
     length = len(buffer)
     if buffer.find(b"\n") == length - 1 and 0 < length <= max_line + 1 and buffer.startswith(b"200 "):
-        # the usual read: exactly one "200 …" reply
-        return [parse_reply_line(_decode(buffer[:-1]).rstrip("\r"))], b""
+        # the usual read: exactly one "200 …" reply, most often one seen before
+        reply = _REPLY_CACHE.get(buffer)
+        if reply is None:
+            reply = parse_reply_line(_decode(buffer[:-1]).rstrip("\r"))
+            if length <= _CACHEABLE_LENGTH and reply.data is None and len(_REPLY_CACHE) < _MAX_CACHED_REPLIES:
+                reply = _REPLY_CACHE[buffer] = _shareable(reply)
+        return [reply], b""
     messages: list[Message] = []
     position = 0
     while position < length:

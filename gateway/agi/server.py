@@ -49,6 +49,7 @@ class FastAgiFactory(protocol.Factory):
         max_line: int = codec.MAX_LINE_LENGTH,
         prompt_dir: str = "hotline",
         keep_rtt_samples: bool = False,
+        direct_writes: bool = True,
     ) -> None:
         self.registry = registry
         self.store = store
@@ -59,10 +60,14 @@ class FastAgiFactory(protocol.Factory):
         self.session_timeout = session_timeout
         self.max_line = max_line
         self.prompt_dir = prompt_dir
+        self.direct_writes = direct_writes
         #: histogram child per raw command word (b"SET"), looked up once
         self._command_children: dict[bytes, object] = {}
         self._sessions = ChildCache(metrics.fastagi_sessions)
         self._handoffs = ChildCache(metrics.handoffs)
+        #: sessions in progress; the gauge reads it when scraped (no lock per call)
+        self.active = 0
+        metrics.fastagi_active.set_function(lambda: self.active)
         #: raw command round trips, kept only for the benchmark (``run --bench``)
         self.rtt_samples: list[float] | None = [] if keep_rtt_samples else None
 
@@ -75,7 +80,7 @@ class FastAgiFactory(protocol.Factory):
         child = self._command_children.get(name)
         if child is None:
             label = name.decode("ascii", "replace").lower()
-            child = self.metrics.fastagi_command_seconds.labels(command=label)
+            child = self.metrics.fastagi_command_seconds.labels(label)
             self._command_children[name] = child
         child.observe(seconds)
         if self.rtt_samples is not None:
@@ -109,7 +114,7 @@ class FastAgiFactory(protocol.Factory):
             return
         session = AgiSession(proto, env, command_timeout=self.command_timeout, language_dir=self.prompt_dir)
         session.call_record = record
-        self.metrics.fastagi_active.inc()
+        self.active += 1
         if logs.enabled(LogLevel.info):
             log.info(
                 "Call {call_id} from {caller} on {script}",
@@ -159,7 +164,7 @@ class FastAgiFactory(protocol.Factory):
         record.ended_at = self.clock.seconds()
         record.path = list(session.path)
         self._sessions.get(record.script, outcome).inc()
-        self.metrics.fastagi_active.dec()
+        self.active -= 1
         self.store.call_ended(record)
         if logs.enabled(LogLevel.info):
             log.info(

@@ -242,15 +242,16 @@ def test_env_line_fast_path_matches_the_regex(text):
         st.tuples(
             st.sampled_from(["agi_request", "agi_channel", "agi_arg_1", "agi_x"]),
             st.text(alphabet=st.characters(blacklist_characters="\r\n", blacklist_categories=("Cs",)), max_size=20),
-            st.sampled_from(["\n", "\r\n"]),
+            st.sampled_from(["\n", "\r\n", "\r\r\n"]),
+            st.sampled_from([": ", ":", ":\t", ":  ", ": \u3000", " : "]),
         ),
         min_size=1,
         max_size=8,
     )
 )
 def test_header_block_parses_like_the_lines(entries):
-    lines = [f"{key}: {value}" for key, value, _ in entries]
-    block = "".join(f"{line}{end}" for line, (_, _, end) in zip(lines, entries)).encode()
+    lines = [f"{key}{sep}{value}" for key, value, _, sep in entries]
+    block = "".join(f"{line}{end}" for line, (_, _, end, _) in zip(lines, entries)).encode()
     try:
         expected = codec.parse_environment([line.encode() for line in lines])
     except AgiProtocolError:
@@ -331,3 +332,37 @@ def test_format_command_checks_names_once_and_still_refuses_bad_ones():
     for bad in ("answer", "", "ANSWER;", "X\nY"):
         with pytest.raises(ValueError):
             codec.format_command(bad)
+
+
+def test_common_replies_are_parsed_once_and_shared_read_only():
+    from gateway.agi import codec as agi_codec
+
+    first, rest = agi_codec.parse_replies(b"200 result=0 endpos=800\n")
+    second, _ = agi_codec.parse_replies(b"200 result=0 endpos=800\n")
+    assert rest == b"" and first[0] is second[0]
+    assert first[0].result == 0 and first[0].extra == {"endpos": "800"}
+    with pytest.raises(TypeError):
+        first[0].extra["endpos"] = "1"  # shared by every call: read-only
+    with pytest.raises(AttributeError):
+        first[0].result = 5  # frozen
+
+
+def test_replies_carrying_data_are_never_kept():
+    """A variable's value (maybe a citizen's number) is not retained by the reply cache."""
+    from gateway.agi import codec as agi_codec
+
+    line = b"200 result=1 (13800138000)\n"
+    reply = agi_codec.parse_replies(line)[0][0]
+    assert reply.data == "13800138000"
+    assert line not in agi_codec._REPLY_CACHE
+    assert agi_codec.parse_replies(line)[0][0] is not reply
+
+
+def test_the_reply_cache_is_bounded(monkeypatch):
+    from gateway.agi import codec as agi_codec
+
+    monkeypatch.setattr(agi_codec, "_REPLY_CACHE", {})
+    monkeypatch.setattr(agi_codec, "_MAX_CACHED_REPLIES", 3)
+    for n in range(10):
+        assert agi_codec.parse_replies(b"200 result=%d\n" % n)[0][0].result == n
+    assert len(agi_codec._REPLY_CACHE) == 3

@@ -33,6 +33,7 @@ def test_commands_go_one_at_a_time_and_replies_fire_in_order():
     proto, transport = connect(factory)
     proto.dataReceived(env())
     assert sent_lines(transport) == ["ANSWER"]
+    assert registry.get_sample_value("hotline_fastagi_sessions_active") == 1
     proto.dataReceived(b"200 result=0\n")
     assert sent_lines(transport)[-1] == 'GET VARIABLE "X"'
     proto.dataReceived(b"200 result=1 (a value)\n")
@@ -50,6 +51,7 @@ def test_commands_go_one_at_a_time_and_replies_fire_in_order():
     assert record.outcome == "handoff_queue" and record.handoff == "queue:12345"
     assert registry.get_sample_value("hotline_fastagi_sessions_total", {"script": "main", "outcome": "handoff_queue"}) == 1
     assert registry.get_sample_value("hotline_fastagi_command_duration_seconds_count", {"command": "set"}) == 3
+    assert registry.get_sample_value("hotline_fastagi_sessions_active") == 0
 
 
 def test_reply_split_across_reads():
@@ -326,3 +328,62 @@ def test_long_command_after_a_short_one_is_not_cut_at_the_short_deadline():
     clock.advance(0.2)
     assert store.ended[0].outcome == "agi_timeout"
     assert transport.disconnecting
+
+
+class ScriptedSocket:
+    """Stands in for the TCP socket of ``_write_line``: each send takes what the script says."""
+
+    def __init__(self, *results):
+        self.results = list(results)
+        self.sent = []
+
+    def send(self, data):
+        result = self.results.pop(0) if self.results else len(data)
+        if isinstance(result, BaseException):
+            raise result
+        self.sent.append(bytes(data[:result]))
+        return result
+
+
+def _two_command_flow():
+    seen = []
+
+    async def flow(session):
+        await session.answer()
+        seen.append(await session.get_variable("X"))
+        await session.hangup()
+
+    return flow, seen
+
+
+def test_commands_go_straight_to_the_socket_when_it_takes_them_whole():
+    flow, seen = _two_command_flow()
+    factory, *_ = make_factory(registry_with(flow))
+    proto, transport = connect(factory)
+    proto._socket = sock = ScriptedSocket()
+    proto.dataReceived(env())
+    proto.dataReceived(b"200 result=0\n")
+    proto.dataReceived(b"200 result=1 (v)\n")
+    assert sock.sent == [b"ANSWER\n", b'GET VARIABLE "X"\n', b"HANGUP\n"]
+    assert transport.value() == b"", "nothing went through Twisted's buffer"
+    assert seen == ["v"]
+
+
+def test_a_partial_or_refused_send_hands_the_rest_and_all_later_lines_to_the_transport():
+    flow, seen = _two_command_flow()
+    factory, *_ = make_factory(registry_with(flow))
+    proto, transport = connect(factory)
+    proto._socket = sock = ScriptedSocket(3)  # the kernel takes "ANS" only
+    proto.dataReceived(env())
+    assert sock.sent == [b"ANS"] and transport.value() == b"WER\n"
+    proto.dataReceived(b"200 result=0\n")
+    assert sock.sent == [b"ANS"], "once buffered, never around the buffer again (order)"
+    assert sent_lines(transport) == ["WER", 'GET VARIABLE "X"']
+    proto.dataReceived(b"200 result=1 (v)\n")
+    assert seen == ["v"]
+
+    factory, *_ = make_factory(registry_with(_two_command_flow()[0]))
+    proto, transport = connect(factory)
+    proto._socket = ScriptedSocket(BlockingIOError(11, "EAGAIN"))
+    proto.dataReceived(env())
+    assert sent_lines(transport) == ["ANSWER"]

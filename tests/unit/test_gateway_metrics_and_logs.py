@@ -89,3 +89,31 @@ def test_session_log_events_are_not_built_below_the_level(restore_log_level):
     calls = [e for e in events if e.get("log_namespace") == "gateway.agi.server"]
     assert [e["log_level"] for e in calls] == [LogLevel.info, LogLevel.info], "only the info-level run logs"
     assert calls[0]["caller"] == "138****8000"  # masked
+
+
+def test_reactor_histogram_exposes_what_prometheus_client_histogram_does():
+    """Same observations into the lock-free histogram and into prometheus_client's own:
+    every _bucket, _count and _sum sample is equal (including values on a bucket edge)."""
+    from prometheus_client import Histogram
+
+    from gateway.metrics import _RTT_BUCKETS, ReactorHistogram
+
+    ours_registry, theirs_registry = CollectorRegistry(), CollectorRegistry()
+    ours = ReactorHistogram("h_seconds", "doc", "command", _RTT_BUCKETS, registry=ours_registry)
+    theirs = Histogram("h_seconds", "doc", ["command"], buckets=_RTT_BUCKETS, registry=theirs_registry)
+    values = [0.0, 0.0004, 0.0005, 0.0007, 0.001, 0.003, 0.02, 0.5, 0.5000001, 7.0, 60.0, 61.0, 1e9]
+    for index, value in enumerate(values):
+        command = "set" if index % 3 else "answer"
+        ours.labels(command).observe(value)
+        theirs.labels(command=command).observe(value)
+
+    def samples(registry):
+        return sorted(
+            (s.name, tuple(sorted(s.labels.items())), s.value)
+            for family in registry.collect()
+            for s in family.samples
+            if not s.name.endswith("_created")
+        )
+
+    assert samples(ours_registry) == samples(theirs_registry)
+    assert ours_registry.get_sample_value("h_seconds_count", {"command": "set"}) == 8
