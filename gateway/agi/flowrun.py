@@ -32,12 +32,13 @@ _T = TypeVar("_T")
 
 
 class _FlowRun:
-    __slots__ = ("_context", "_coro", "done")
+    __slots__ = ("_context", "_coro", "_step", "done")
 
     def __init__(self, coro: Coroutine[Any, Any, Any]) -> None:
         self._coro = coro
         self._context = contextvars.copy_context()
         self.done: Deferred = Deferred()
+        self._step = self.step  # one bound method for every await
 
     def step(self, result: object = None) -> None:
         """Resume the coroutine until it waits on a Deferred, returns or raises.
@@ -61,7 +62,7 @@ class _FlowRun:
             if isinstance(awaited, Deferred):
                 # A Deferred is only yielded while it has no result (or is
                 # paused), so this never runs step() re-entrantly.
-                awaited.addBoth(self.step)
+                awaited.addBoth(self._step)
                 return
             # Not a Deferred: hand the object back, as fromCoroutine does.
             result = awaited
