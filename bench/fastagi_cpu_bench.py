@@ -13,12 +13,14 @@ script (``gateway/scripts/bench.py``) against a scripted fake Asterisk:
   registered, RTT samples kept, ``start_logging`` at level ``warn`` with its
   output thrown away, ``gc.freeze()`` after start-up, the Redis thread pool
   running). Call records go through the real ``RedisCallStore`` (batched
-  pipelines from the thread pool) to a **private ``redis-server``** this script
-  starts on a free port (``--redis auto``, the default; killed at exit). Its
-  worker-thread CPU counts; the Redis server's own CPU does not (another
-  process, as in the real bench). ``--redis unreachable`` points the store at a
-  closed port instead: the first batch fails, every later record goes to the
-  in-memory backlog (a cheaper path than a real write), retried every 5 s.
+  pipelines written from the reactor by the non-blocking ``RespClient``) to a
+  **private ``redis-server``** this script starts on a free port (``--redis
+  auto``, the default; killed at exit); the measurement starts once that client
+  is connected. The Redis server's own CPU does not count (another process, as
+  in the real bench). ``--redis unreachable`` points the store at a closed port
+  instead: the first batch fails at once (no connection), every later record
+  goes to the in-memory backlog (a cheaper path than a real write), retried
+  every 5 s.
 
 The fake Asterisk sends a realistic ``agi_*`` header block (Asterisk 22's 22
 variables, a unique id per call) and answers each command as Asterisk does:
@@ -42,8 +44,8 @@ Two transports (``--transport``):
 Targets alternate within each round (the order flips every round); a warm-up
 round is not counted. Printed: CPU µs per call of each target per round (with
 its system-time part, and for the gateway the part spent in worker threads:
-the Redis record writes, ``process_time`` minus the reactor thread's
-``thread_time``), the ratio
+``process_time`` minus the reactor thread's ``thread_time``; the call records
+no longer use one, so this is about 0), the ratio
 gateway / bare per round (same round, same conditions) and its median.
 
 What it omits versus ``bench/fastagi_bench.py`` (real Asterisk):
@@ -341,13 +343,23 @@ def build_gateway_factory(reactor, redis_url: str):
     config = load_config(environ=environ)
     # app._run logs to stdout at the configured level; keep warnings out of the report
     start_logging(config.log.level, config.log.format, stream=io.StringIO())
+    from gateway.storage.resp import RespClient
+
     gw = build_gateway(reactor, config, enable_bench=True)
-    # Start only the Redis thread pool service: the AGI/HTTP listeners are not needed here
+    # Start only the Redis services (the thread pool, the call records' pipeline
+    # client): the AGI/HTTP listeners are not needed here
     for svc in gw.services:
-        if type(svc).__name__ == "_Pool":
+        if type(svc).__name__ == "_Pool" or isinstance(svc, RespClient):
             svc.startService()
             reactor.addSystemEventTrigger("before", "shutdown", svc.stopService)
     return gw
+
+
+def records_client(gw):
+    """The call records' pipeline client among the gateway's services."""
+    from gateway.storage.resp import RespClient
+
+    return next(svc for svc in gw.services if isinstance(svc, RespClient))
 
 
 def bare_factory():
@@ -394,7 +406,7 @@ async def measure(reactor, args, factories, ports, asterisk, gw, profiler) -> li
                 good = await asterisk.run(ports[target], calls, args.concurrency, next_id)
                 if good != calls:
                     raise RuntimeError(f"{target}: {good} of {calls} calls completed")
-            # let the batched call records (50 ms timer, thread pool) land inside this target's time
+            # let the batched call records (50 ms timer, one pipeline round trip) land inside this target's time
             await sleep(reactor, args.settle)
             cpu = time.process_time() - cpu0
             main = time.thread_time() - main0  # the reactor thread alone
@@ -486,6 +498,8 @@ def main(argv=None) -> int:
 
     async def run() -> None:
         try:
+            if args.redis != "unreachable":
+                await records_client(gw).when_connected(fail_after_failures=5)
             results = await measure(reactor, args, factories, ports, asterisk, gw, profiler)
             report(results, args, gw.store)
             outcome.append(0)

@@ -33,6 +33,7 @@ from .monitor.checkpoint import RedisCheckpointStore
 from .monitor.service import Monitor, build_monitor, queue_log_reader
 from .storage.flow_store import RedisFlowServices
 from .storage.redis_store import RedisCallStore
+from .storage.resp import RespClient
 
 log = Logger()
 
@@ -75,7 +76,7 @@ def build_scripts(library: FlowLibrary, enable_bench: bool = False) -> ScriptReg
 
 
 def build_gateway(reactor, config: GatewayConfig, enable_bench: bool = False) -> Gateway:
-    import redis  # the blocking client, used only from the thread pool
+    import redis  # the blocking client, used only from the thread pool (not for call records)
 
     registry = CollectorRegistry()
     metrics = GatewayMetrics(registry)
@@ -104,15 +105,20 @@ def build_gateway(reactor, config: GatewayConfig, enable_bench: bool = False) ->
     )
     scripts = build_scripts(library, enable_bench)
 
+    # Call records (two writes per call) go through a non-blocking pipeline
+    # client on the reactor: no worker thread, no hand-off, no GIL contention.
+    records_client = RespClient(
+        config.redis.url, reactor=reactor, timeout=config.redis.timeout, connect_timeout=config.redis.timeout
+    )
     store = RedisCallStore(
-        client,
-        run_blocking,
+        records_client.execute,
         reactor,
         metrics,
         key_prefix=config.redis.key_prefix,
         ttl=config.redis.call_ttl,
         backlog_size=config.redis.backlog,
         retry_interval=config.redis.retry_interval,
+        ping=records_client.ping,
     )
     factory = FastAgiFactory(
         scripts,
@@ -179,6 +185,9 @@ def build_gateway(reactor, config: GatewayConfig, enable_bench: bool = False) ->
             store.stop()
             return defer.maybeDeferred(pool.stop)
 
+    # added before _Pool: a MultiService stops its children in reverse order, so
+    # store.stop() (in _Pool) sends the last batch while the connection is still up
+    records_client.setServiceParent(services)
     _Pool().setServiceParent(services)
     if monitor is not None:
         monitor.service.setServiceParent(services)

@@ -21,6 +21,9 @@ class CallRecord:
     handoff: str = ""
     path: list[str] = field(default_factory=list)
 
+    #: the fields a call's end can change (written again at the end, with call_id)
+    END_FIELDS = ("outcome", "ended_at", "handoff", "path", "flow", "flow_version")
+
     def __post_init__(self) -> None:
         self.caller_masked = mask_number(self.caller)
 
@@ -42,3 +45,12 @@ class CallRecord:
         if self.ended_at is not None:
             data["ended_at"] = f"{self.ended_at:.3f}"
         return data
+
+    def end_hash(self) -> dict[str, str]:
+        """What the end of a call adds to the hash written at its start (plus ``call_id``).
+
+        The other fields (caller, channel, script, started_at) are fixed when
+        the call starts; rewriting them at the end only cost bytes and CPU.
+        """
+        data = self.as_hash()
+        return {key: data[key] for key in ("call_id", *self.END_FIELDS) if key in data}

@@ -436,10 +436,21 @@ def _validate(config: GatewayConfig) -> None:
     _validate_dialer(config)
     if config.log.format not in ("text", "json"):
         raise ConfigError("log.format must be text or json")
-    if not config.redis.url.startswith(("redis://", "rediss://", "unix://")):
-        raise ConfigError(f"redis.url: {config.redis.url!r} is not a redis:// URL")
+    _validate_redis_url(config.redis.url)
     _validate_asr(config.asr)
     _validate_surveys(config)
+
+
+def _validate_redis_url(url: str) -> None:
+    """The URL as the call-record client will read it, so a bad one stops the start here (password hidden)."""
+    from .storage.redis_url import parse_redis_url, redact
+
+    if not url.startswith(("redis://", "rediss://", "unix://")):
+        raise ConfigError(f"redis.url: {redact(url)!r} is not a redis:// URL")
+    try:
+        parse_redis_url(url)
+    except ValueError as exc:
+        raise ConfigError(f"redis.url: {exc}") from None
 
 
 def _validate_surveys(config: GatewayConfig) -> None:

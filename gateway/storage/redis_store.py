@@ -1,17 +1,26 @@
-"""Call records in Redis, written off the reactor thread, never in a call's way.
+"""Call records in Redis, written from the reactor without blocking, never in a call's way.
 
-redis-py is a blocking client, so every operation runs in a small thread pool
-(``run_blocking`` is injected: a thread pool in production, direct calls in
-unit tests). Socket timeouts are short. A failed write is logged, counted and
-kept in a bounded in-memory backlog that is replayed, in order, once Redis
-answers again; while the backlog is non-empty new writes join it without
-touching Redis (a cheap circuit breaker), so a dead Redis costs a call nothing.
+Writes go through an injected ``execute_pipeline(commands) -> Deferred`` (the
+non-blocking :class:`~gateway.storage.resp.RespClient` in production, which
+fails at once when Redis is not connected; a fake in unit tests). Per record:
+``HSET`` of the fields, ``EXPIRE``, and at the start ``ZADD`` to the index.
+The start writes the whole hash; the end writes only what a call's end can
+change (:meth:`CallRecord.end_hash`).
+
+Writes are batched (one pipeline per ``batch_interval`` or ``batch_size``
+writes). A failed write is logged, counted and kept in a bounded in-memory
+backlog that is replayed, in order, once Redis answers again; while the
+backlog is non-empty new writes join it without touching Redis (a cheap
+circuit breaker), so a dead Redis costs a call nothing. Backlogged end writes
+keep the whole record, so a replayed hash is complete even when the full
+backlog had to drop the call's start write.
 """
 from __future__ import annotations
 
+import itertools
 from collections import deque
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 from twisted.internet import defer
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
@@ -20,18 +29,30 @@ from twisted.logger import Logger
 from ..calls import CallRecord
 from ..metrics import GatewayMetrics
 
-__all__ = ["RedisCallStore"]
+__all__ = ["ExecutePipeline", "RedisCallStore"]
 
 log = Logger()
 
-RunBlocking = Callable[[Callable[[], Any]], defer.Deferred]
+#: sends a pipeline of commands; fires with the replies or fails (never waits for a connection)
+ExecutePipeline = Callable[[Sequence[Sequence[bytes | str | int | float]]], defer.Deferred]
+
+
+@dataclass(frozen=True, slots=True)
+class _Write:
+    operation: str
+    #: what a live write sends
+    fields: dict[str, str]
+    #: end writes: the record, for the whole hash if this write has to wait in the backlog
+    record: CallRecord | None = None
+
+    def replay_fields(self) -> dict[str, str]:
+        return self.record.as_hash() if self.record is not None else self.fields
 
 
 class RedisCallStore:
     def __init__(
         self,
-        client: Any,
-        run_blocking: RunBlocking,
+        execute_pipeline: ExecutePipeline,
         clock: IReactorTime,
         metrics: GatewayMetrics,
         key_prefix: str = "hotline",
@@ -40,9 +61,11 @@ class RedisCallStore:
         retry_interval: float = 5.0,
         batch_interval: float = 0.05,
         batch_size: int = 200,
+        ping: Callable[[], defer.Deferred] | None = None,
     ) -> None:
-        self._client = client
-        self._run = run_blocking
+        """``ping`` (Deferred[bool]) answers readiness; without one, a PING goes through ``execute_pipeline``."""
+        self._execute = execute_pipeline
+        self._ping = ping
         self._clock = clock
         self._metrics = metrics
         self._prefix = key_prefix
@@ -52,7 +75,7 @@ class RedisCallStore:
         self._backlog_size = backlog_size
         self._retry_call: IDelayedCall | None = None
         self._flushing = False
-        self._batch: list[tuple[str, dict[str, str], defer.Deferred]] = []
+        self._batch: list[tuple[_Write, defer.Deferred]] = []
         self._batch_call: IDelayedCall | None = None
         self._batch_interval = batch_interval
         self._batch_size = batch_size
@@ -70,24 +93,24 @@ class RedisCallStore:
 
     # -- writes ------------------------------------------------------------
     def call_started(self, record: CallRecord) -> defer.Deferred:
-        return self._write("start", record.as_hash())
+        return self._write(_Write("start", record.as_hash()))
 
     def call_ended(self, record: CallRecord) -> defer.Deferred:
-        return self._write("end", record.as_hash())
+        return self._write(_Write("end", record.end_hash(), record))
 
-    def _write(self, operation: str, fields: dict[str, str]) -> defer.Deferred:
+    def _write(self, write: _Write) -> defer.Deferred:
         """Queue one record write; the Deferred fires True (stored) or False (backlogged).
 
-        Writes are batched: everything queued within ``batch_interval`` (or
-        ``batch_size`` writes) goes to Redis in one pipeline from one worker
-        thread, so a busy hotline costs one round trip per batch, not per call.
+        Everything queued within ``batch_interval`` (or ``batch_size`` writes)
+        goes to Redis in one pipeline, so a busy hotline costs one round trip
+        per batch, not per call.
         """
         d: defer.Deferred = defer.Deferred()
         if self._backlog:
-            self._enqueue(operation, fields)
+            self._enqueue(write.operation, write.replay_fields())
             d.callback(False)
             return d
-        self._batch.append((operation, fields, d))
+        self._batch.append((write, d))
         if len(self._batch) >= self._batch_size:
             self._flush_batch()
         elif self._batch_call is None:
@@ -101,11 +124,10 @@ class RedisCallStore:
         batch, self._batch = self._batch, []
         if not batch:
             return
-        items = [(operation, fields) for operation, fields, _ in batch]
-        d = self._run(lambda: self._apply(items))
+        d = self._send([(write.operation, write.fields) for write, _ in batch])
 
         def stored(_):
-            for _op, _fields, waiter in batch:
+            for _write, waiter in batch:
                 waiter.callback(True)
 
         def failed(failure):
@@ -114,23 +136,29 @@ class RedisCallStore:
                 count=len(batch),
                 error=failure.getErrorMessage(),
             )
-            for operation, fields, waiter in batch:
-                self._metrics.redis_failures.labels(operation=f"call_{operation}").inc()
-                self._enqueue(operation, fields)
+            for write, waiter in batch:
+                self._metrics.redis_failures.labels(operation=f"call_{write.operation}").inc()
+                self._enqueue(write.operation, write.replay_fields())
                 waiter.callback(False)
 
         d.addCallbacks(stored, failed)
 
-    def _apply(self, items: list[tuple[str, dict[str, str]]]) -> None:
-        """Runs in a worker thread: one pipeline round trip for all items."""
-        pipe = self._client.pipeline(transaction=False)
+    def _send(self, items: list[tuple[str, dict[str, str]]]) -> defer.Deferred:
+        """One pipeline for all ``items``; a synchronous exception becomes a failed Deferred."""
+        return defer.maybeDeferred(self._execute, self._commands(items))
+
+    def _commands(self, items: list[tuple[str, dict[str, str]]]) -> list[tuple]:
+        commands: list[tuple] = []
         for operation, fields in items:
             key = self.call_key(fields["call_id"])
-            pipe.hset(key, mapping=fields)
-            pipe.expire(key, self._ttl)
+            hset: list = ["HSET", key]
+            for name, value in fields.items():
+                hset += (name, value)
+            commands.append(tuple(hset))
+            commands.append(("EXPIRE", key, self._ttl))
             if operation == "start":
-                pipe.zadd(self.index_key, {fields["call_id"]: float(fields["started_at"])})
-        pipe.execute()
+                commands.append(("ZADD", self.index_key, fields["started_at"], fields["call_id"]))
+        return commands
 
     # -- backlog -----------------------------------------------------------
     def _enqueue(self, operation: str, fields: dict[str, str]) -> None:
@@ -151,8 +179,8 @@ class RedisCallStore:
         if not self._backlog or self._flushing:
             return defer.succeed(None)
         self._flushing = True
-        batch = list(self._backlog)[:500]
-        d = self._run(lambda: self._apply(batch))
+        batch = list(itertools.islice(self._backlog, 500))
+        d = self._send(batch)
 
         def done(_):
             for _ in batch:
@@ -178,11 +206,16 @@ class RedisCallStore:
 
     # -- reads -------------------------------------------------------------
     def ping(self) -> defer.Deferred:
-        d = self._run(self._client.ping)
-        d.addCallbacks(lambda _: True, lambda _f: False)
+        """Fires True when Redis answers now, False otherwise (``/readyz``)."""
+        d = defer.maybeDeferred(self._ping) if self._ping is not None else self._send_ping()
+        d.addCallbacks(lambda answer: answer is not False, lambda _f: False)
         return d
 
+    def _send_ping(self) -> defer.Deferred:
+        return defer.maybeDeferred(self._execute, [("PING",)])
+
     def stop(self) -> None:
+        """Send the pending batch now and stop retrying (the backlog stays in memory)."""
         self._flush_batch()
         if self._retry_call is not None and self._retry_call.active():
             self._retry_call.cancel()

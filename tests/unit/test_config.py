@@ -54,6 +54,14 @@ def test_bad_port_and_url():
         load_config(environ={"HOTLINE_REDIS_URL": "http://x"})
 
 
+def test_a_redis_url_the_call_record_client_cannot_use_stops_the_start_without_showing_the_password():
+    with pytest.raises(ConfigError, match="redis.url: Redis URL redis://:\\*\\*\\*@h:x/0: bad port") as info:
+        load_config(environ={"HOTLINE_REDIS_URL": "redis://:hunter2@h:x/0"})
+    assert "hunter2" not in str(info.value)
+    with pytest.raises(ConfigError, match="unsupported parameter"):
+        load_config(environ={"HOTLINE_REDIS_URL": "redis://127.0.0.1:6379/0?socket_timeout=1"})
+
+
 def test_number_kinds_the_dialplan_cannot_dial_are_refused_at_load():
     """[hotline-callback-out] refuses 400/800, 00-international and premium numbers: allowing them would do nothing."""
     for kind in ("tollfree", "shared", "international", "premium"):

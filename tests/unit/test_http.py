@@ -34,13 +34,15 @@ def code(request: DummyRequest) -> int:
 
 
 class FakeRedis:
+    """Stands for the call records' pipeline client (RespClient.execute): answers PING or fails fast."""
+
     def __init__(self, up: bool = True) -> None:
         self.up = up
 
-    def ping(self) -> bool:
+    def execute(self, commands) -> defer.Deferred:
         if not self.up:
-            raise ConnectionError("Error 111 connecting to 127.0.0.1:6379. Connection refused.")
-        return True
+            return defer.fail(ConnectionError("PING: Redis at redis://127.0.0.1:6379 is not connected"))
+        return defer.succeed([b"PONG" for _ in commands])
 
 
 class Ami:
@@ -49,9 +51,9 @@ class Ami:
 
 def gateway_site(redis: FakeRedis, ami: Ami):
     """The site with the same readiness checks as gateway/app.py: Redis's ping (through the
-    call store, run in the 'thread pool') and the AMI session's state."""
+    call store and its pipeline client) and the AMI session's state."""
     registry = CollectorRegistry()
-    store = RedisCallStore(redis, lambda fn: defer.maybeDeferred(fn), task.Clock(), GatewayMetrics(registry))
+    store = RedisCallStore(redis.execute, task.Clock(), GatewayMetrics(registry))
     readiness = readiness_checks({"redis": store.ping, "ami": lambda: ami.logged_in})
     return build_site(registry, readiness)
 
