@@ -11,7 +11,7 @@ script (``gateway/scripts/bench.py``) against a scripted fake Asterisk:
 * ``gateway``: the factory built by ``gateway.app.build_gateway`` exactly as
   ``hotline-gateway run --bench`` builds it (flows loaded, ``bench`` script
   registered, RTT samples kept, ``start_logging`` at level ``warn`` with its
-  output thrown away, ``gc.freeze()`` after start-up, the Redis thread pool
+  output thrown away, ``tune_gc()`` (``gc.freeze()`` and the gen-0 threshold) after start-up, the Redis thread pool
   running). Call records go through the real ``RedisCallStore`` (batched
   pipelines written from the reactor by the non-blocking ``RespClient``) to a
   **private ``redis-server``** this script starts on a free port (``--redis
@@ -492,7 +492,9 @@ def main(argv=None) -> int:
         for target, factory in factories.items():
             ports[target] = reactor.listenTCP(0, factory, backlog=1024, interface="127.0.0.1").getHost().port
         asterisk = TcpAsterisk(reactor)
-    gc.freeze()  # as app._run does after start-up
+    from gateway.app import tune_gc
+
+    tune_gc()  # as app._run does after start-up (gc.freeze, gen-0 threshold)
     profiler = cProfile.Profile() if args.profile else None
     outcome: list = []
 

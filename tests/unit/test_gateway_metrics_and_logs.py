@@ -117,3 +117,18 @@ def test_reactor_histogram_exposes_what_prometheus_client_histogram_does():
 
     assert samples(ours_registry) == samples(theirs_registry)
     assert ours_registry.get_sample_value("h_seconds_count", {"command": "set"}) == 8
+
+
+def test_tune_gc_freezes_start_up_objects_and_raises_the_young_threshold():
+    import gc
+
+    from gateway.app import GC_GEN0_THRESHOLD, tune_gc
+
+    before = gc.get_threshold()
+    try:
+        tune_gc()
+        assert gc.get_threshold() == (GC_GEN0_THRESHOLD, before[1], before[2])
+        assert gc.get_freeze_count() > 0
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*before)
