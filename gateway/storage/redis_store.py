@@ -5,22 +5,24 @@ non-blocking :class:`~gateway.storage.resp.RespClient` in production, which
 fails at once when Redis is not connected; a fake in unit tests). Per record:
 ``HSET`` of the fields, ``EXPIRE``, and at the start ``ZADD`` to the index.
 The start writes the whole hash; the end writes only what a call's end can
-change (:meth:`CallRecord.end_hash`).
+change (:meth:`CallRecord.end_fields`).
 
-Writes are batched (one pipeline per ``batch_interval`` or ``batch_size``
-writes). A failed write is logged, counted and kept in a bounded in-memory
-backlog that is replayed, in order, once Redis answers again; while the
-backlog is non-empty new writes join it without touching Redis (a cheap
-circuit breaker), so a dead Redis costs a call nothing. Backlogged end writes
-keep the whole record, so a replayed hash is complete even when the full
-backlog had to drop the call's start write.
+Writes are batched (one request per ``batch_interval`` or ``batch_size``
+writes), and a batch is ONE command: ``EVAL`` of a small Lua script
+(:data:`APPLY_SCRIPT`) that runs those commands for every record of the batch,
+so the client encodes one command and parses one reply per batch instead of
+two or three per record. A failed write is logged, counted and kept in a
+bounded in-memory backlog that is replayed, in order (one ``EVAL`` per chunk),
+once Redis answers again; while the backlog is non-empty new writes join it
+without touching Redis (a cheap circuit breaker), so a dead Redis costs a call
+nothing. Backlogged end writes keep the whole record, so a replayed hash is
+complete even when the full backlog had to drop the call's start write.
 """
 from __future__ import annotations
 
 import itertools
 from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 
 from twisted.internet import defer
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
@@ -29,24 +31,43 @@ from twisted.logger import Logger
 from ..calls import CallRecord
 from ..metrics import GatewayMetrics
 
-__all__ = ["ExecutePipeline", "RedisCallStore"]
+__all__ = ["APPLY_SCRIPT", "ExecutePipeline", "RedisCallStore"]
 
 log = Logger()
 
 #: sends a pipeline of commands; fires with the replies or fails (never waits for a connection)
 ExecutePipeline = Callable[[Sequence[Sequence[bytes | str | int | float]]], defer.Deferred]
 
+#: ``EVAL APPLY_SCRIPT 0 ttl key_prefix index_key <record>…``, each ``<record>`` being
+#: ``call_id, zadd_score, n, field_1, value_1, … field_n, value_n``: ``HSET`` the fields on
+#: ``key_prefix .. call_id``, ``EXPIRE`` it, and when ``zadd_score`` is not empty ``ZADD`` the
+#: call to the index. Replies the number of records. The keys are built inside the script (none
+#: declared): right for one Redis server (or a primary with replicas), NOT for Redis Cluster,
+#: where a script may only touch the keys it declares (and all in one slot). Sent with plain
+#: EVAL every time: Redis caches the compiled script by its SHA1, so no NOSCRIPT handling.
+#: Not transactional: an error stops the script and the records before it stay written (as
+#: the commands before an error in a pipeline did); the whole batch is then retried.
+APPLY_SCRIPT = """\
+local ttl, prefix, index = ARGV[1], ARGV[2], ARGV[3]
+local i, last, records = 4, #ARGV, 0
+while i <= last do
+  local id, score, n = ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 2])
+  local key = prefix .. id
+  redis.call('HSET', key, unpack(ARGV, i + 3, i + 2 + 2 * n))
+  redis.call('EXPIRE', key, ttl)
+  if score ~= '' then
+    redis.call('ZADD', index, score, id)
+  end
+  i = i + 3 + 2 * n
+  records = records + 1
+end
+return records
+"""
 
-@dataclass(frozen=True, slots=True)
-class _Write:
-    operation: str
-    #: what a live write sends
-    fields: dict[str, str]
-    #: end writes: the record, for the whole hash if this write has to wait in the backlog
-    record: CallRecord | None = None
+#: one record of an ``EVAL`` of :data:`APPLY_SCRIPT`: ``(call_id, zadd_score_or_"", n, *fields)``
+Segment = tuple
 
-    def replay_fields(self) -> dict[str, str]:
-        return self.record.as_hash() if self.record is not None else self.fields
+_STARTED_AT = CallRecord.STARTED_AT_VALUE
 
 
 class RedisCallStore:
@@ -70,12 +91,15 @@ class RedisCallStore:
         self._metrics = metrics
         self._prefix = key_prefix
         self._ttl = ttl
+        self._eval = ("EVAL", APPLY_SCRIPT, 0, ttl, f"{key_prefix}:call:", self.index_key)
         self._retry_interval = retry_interval
-        self._backlog: deque[tuple[str, dict[str, str]]] = deque()
+        #: segments waiting for Redis, oldest first
+        self._backlog: deque[Segment] = deque()
         self._backlog_size = backlog_size
         self._retry_call: IDelayedCall | None = None
         self._flushing = False
-        self._batch: list[tuple[_Write, defer.Deferred]] = []
+        #: (segment, the record for an end write / None for a start, its Deferred)
+        self._batch: list[tuple[Segment, CallRecord | None, defer.Deferred]] = []
         self._batch_call: IDelayedCall | None = None
         self._batch_interval = batch_interval
         self._batch_size = batch_size
@@ -93,25 +117,35 @@ class RedisCallStore:
 
     # -- writes ------------------------------------------------------------
     def call_started(self, record: CallRecord) -> defer.Deferred:
-        return self._write(_Write("start", record.as_hash()))
+        """The whole hash, the TTL and the index entry; fires True (stored) or False (backlogged)."""
+        fields = record.hash_fields()
+        return self._write((record.call_id, fields[_STARTED_AT], len(fields) >> 1, *fields), None)
 
     def call_ended(self, record: CallRecord) -> defer.Deferred:
-        return self._write(_Write("end", record.end_hash(), record))
+        """The end's fields and the TTL (the whole hash if it has to wait); fires True or False."""
+        fields = record.end_fields()
+        return self._write((record.call_id, "", len(fields) >> 1, *fields), record)
 
-    def _write(self, write: _Write) -> defer.Deferred:
+    @staticmethod
+    def _whole_record(record: CallRecord) -> Segment:
+        """A backlogged end write: the whole hash (no index entry, as the live end write)."""
+        fields = record.hash_fields()
+        return (record.call_id, "", len(fields) >> 1, *fields)
+
+    def _write(self, segment: Segment, ended: CallRecord | None) -> defer.Deferred:
         """Queue one record write; the Deferred fires True (stored) or False (backlogged).
 
         Everything queued within ``batch_interval`` (or ``batch_size`` writes)
-        goes to Redis in one pipeline, so a busy hotline costs one round trip
-        per batch, not per call.
+        goes to Redis in one ``EVAL``, so a busy hotline costs one round trip
+        (one command, one reply) per batch, not per call.
         """
-        d: defer.Deferred = defer.Deferred()
         if self._backlog:
-            self._enqueue(write.operation, write.replay_fields())
-            d.callback(False)
-            return d
-        self._batch.append((write, d))
-        if len(self._batch) >= self._batch_size:
+            self._enqueue(segment if ended is None else self._whole_record(ended))
+            return defer.succeed(False)
+        d = defer.Deferred()
+        batch = self._batch
+        batch.append((segment, ended, d))
+        if len(batch) >= self._batch_size:
             self._flush_batch()
         elif self._batch_call is None:
             self._batch_call = self._clock.callLater(self._batch_interval, self._flush_batch)
@@ -124,10 +158,10 @@ class RedisCallStore:
         batch, self._batch = self._batch, []
         if not batch:
             return
-        d = self._send([(write.operation, write.fields) for write, _ in batch])
+        d = self._send([segment for segment, _, _ in batch])
 
         def stored(_):
-            for _write, waiter in batch:
+            for _segment, _ended, waiter in batch:
                 waiter.callback(True)
 
         def failed(failure):
@@ -136,36 +170,28 @@ class RedisCallStore:
                 count=len(batch),
                 error=failure.getErrorMessage(),
             )
-            for write, waiter in batch:
-                self._metrics.redis_failures.labels(operation=f"call_{write.operation}").inc()
-                self._enqueue(write.operation, write.replay_fields())
+            failures = self._metrics.redis_failures
+            for segment, ended, waiter in batch:
+                if ended is None:
+                    failures.labels(operation="call_start").inc()
+                    self._enqueue(segment)
+                else:
+                    failures.labels(operation="call_end").inc()
+                    self._enqueue(self._whole_record(ended))
                 waiter.callback(False)
 
         d.addCallbacks(stored, failed)
 
-    def _send(self, items: list[tuple[str, dict[str, str]]]) -> defer.Deferred:
-        """One pipeline for all ``items``; a synchronous exception becomes a failed Deferred."""
-        return defer.maybeDeferred(self._execute, self._commands(items))
-
-    def _commands(self, items: list[tuple[str, dict[str, str]]]) -> list[tuple]:
-        commands: list[tuple] = []
-        for operation, fields in items:
-            key = self.call_key(fields["call_id"])
-            hset: list = ["HSET", key]
-            for name, value in fields.items():
-                hset += (name, value)
-            commands.append(tuple(hset))
-            commands.append(("EXPIRE", key, self._ttl))
-            if operation == "start":
-                commands.append(("ZADD", self.index_key, fields["started_at"], fields["call_id"]))
-        return commands
+    def _send(self, segments: list[Segment]) -> defer.Deferred:
+        """One ``EVAL`` for all ``segments``; a synchronous exception becomes a failed Deferred."""
+        return defer.maybeDeferred(self._execute, [self._eval + tuple(itertools.chain.from_iterable(segments))])
 
     # -- backlog -----------------------------------------------------------
-    def _enqueue(self, operation: str, fields: dict[str, str]) -> None:
+    def _enqueue(self, segment: Segment) -> None:
         if len(self._backlog) >= self._backlog_size:
             self._backlog.popleft()
             self._metrics.redis_dropped.inc()
-        self._backlog.append((operation, fields))
+        self._backlog.append(segment)
         self._metrics.redis_backlog.set(len(self._backlog))
         self._schedule_retry()
 

@@ -507,31 +507,57 @@ def wait(reactor, d: defer.Deferred, timeout: float = 10.0):
 
 
 def test_records_reach_a_real_redis_and_survive_a_restart(private_redis, private_reactor):
-    """Complete hashes with TTL and index entry; a killed server backlogs writes; once it is back
-    (same port) the client reconnects and the backlog is replayed in order."""
+    """Complete hashes with TTL and index entry, each batch one EVAL; a killed server backlogs writes;
+    once it is back (same port) the client reconnects and the backlog is replayed in order.
+    The expected hashes are spelled out: they are what the store wrote before batches became one EVAL."""
     import redis as blocking
 
     reactor = private_reactor
     registry = CollectorRegistry()
     client = RespClient(f"redis://127.0.0.1:{private_redis.port}/3", reactor=reactor, timeout=2.0,
                         reconnect_initial=0.05, reconnect_max=0.2, jitter=lambda: 0.0)
-    store = RedisCallStore(client.execute, reactor, GatewayMetrics(registry), ttl=600, retry_interval=0.2,
+    sent: list = []
+
+    def execute(commands):
+        sent.append([command[0] for command in commands])
+        return client.execute(commands)
+
+    store = RedisCallStore(execute, reactor, GatewayMetrics(registry), ttl=600, retry_interval=0.2,
                            ping=client.ping)
     client.startService()
     try:
         wait(reactor, client.when_connected())
         assert wait(reactor, store.ping()) is True
+        check = blocking.Redis(port=private_redis.port, db=3, decode_responses=True)
         first = CallRecord(call_id="r1", channel="PJSIP/carrier-1", caller="13800138000", script="main",
                            started_at=1700000000.25)
         assert wait(reactor, store.call_started(first)) is True
-        first.flow, first.flow_version, first.path = "main", "3", ["menu", "1"]
+        start_hash = {
+            "call_id": "r1", "channel": "PJSIP/carrier-1", "caller": "13800138000", "caller_masked": "138****8000",
+            "script": "main", "flow": "", "flow_version": "", "started_at": "1700000000.250",
+            "outcome": "in_progress", "handoff": "", "path": "[]",
+        }
+        assert check.hgetall("hotline:call:r1") == start_hash
+        assert 595 < check.ttl("hotline:call:r1") <= 600
+        assert check.zrange("hotline:calls", 0, -1, withscores=True) == [("r1", 1700000000.25)]
+
+        first.flow, first.flow_version, first.path = "main", "3", ["menu", "1", '市政局 "x"']
         first.outcome, first.ended_at, first.handoff = "handoff_queue", 1700000042.5, "queue:12345"
         assert wait(reactor, store.call_ended(first)) is True
+        assert check.hgetall("hotline:call:r1") == {
+            **start_hash, "flow": "main", "flow_version": "3", "path": '["menu", "1", "市政局 \\"x\\""]',
+            "outcome": "handoff_queue", "ended_at": "1700000042.500", "handoff": "queue:12345",
+        }
+        assert 595 < check.ttl("hotline:call:r1") <= 600
+        assert check.zrange("hotline:calls", 0, -1, withscores=True) == [("r1", 1700000000.25)]
 
-        check = blocking.Redis(port=private_redis.port, db=3, decode_responses=True)
-        assert check.hgetall("hotline:call:r1") == first.as_hash()
-        assert 0 < check.ttl("hotline:call:r1") <= 600
-        assert check.zscore("hotline:calls", "r1") == 1700000000.25
+        many = [CallRecord(call_id=f"m{n}", channel="Local/x", caller="", script="main", started_at=1700000200.0 + n)
+                for n in range(150)]
+        writes = [store.call_started(rec) for rec in many]
+        assert [wait(reactor, d) for d in writes] == [True] * 150
+        assert sent == [["EVAL"]] * 3  # start, end, then the 150 starts in one batch: one EVAL each
+        assert check.hgetall("hotline:call:m149")["started_at"] == "1700000349.000"
+        assert check.zcard("hotline:calls") == 151 and check.zscore("hotline:calls", "m149") == 1700000349.0
 
         private_redis.kill()
         run_until(reactor, lambda: not client.connected)
@@ -540,19 +566,69 @@ def test_records_reach_a_real_redis_and_survive_a_restart(private_redis, private
         assert wait(reactor, store.call_started(second)) is False
         second.outcome, second.ended_at = "caller_hangup", 1700000110.0
         assert wait(reactor, store.call_ended(second)) is False
-        assert store.backlog_length == 2
-        assert registry.get_sample_value("hotline_redis_backlog_records") == 2
+        third = CallRecord(call_id="r3", channel="PJSIP/carrier-3", caller="10086", script="survey",
+                           started_at=1700000105.5, flow="survey", flow_version="2", path=["q1"])
+        third.outcome, third.ended_at = "completed", 1700000120.125
+        assert wait(reactor, store.call_ended(third)) is False  # its start never reached this Redis
+        assert store.backlog_length == 3
+        assert registry.get_sample_value("hotline_redis_backlog_records") == 3
         assert registry.get_sample_value("hotline_redis_failures_total", {"operation": "call_start"}) == 1
         assert wait(reactor, store.ping()) is False
 
         private_redis.start()
         run_until(reactor, lambda: store.backlog_length == 0)
         assert registry.get_sample_value("hotline_redis_backlog_records") == 0
+        assert sent[-1] == ["EVAL"]
         check = blocking.Redis(port=private_redis.port, db=3, decode_responses=True)
-        assert check.hgetall("hotline:call:r2") == second.as_hash()
-        assert 0 < check.ttl("hotline:call:r2") <= 600
-        assert check.zscore("hotline:calls", "r2") == 1700000100.0
-        assert check.exists("hotline:call:r1") == 0  # the server came back empty (no persistence)
+        assert check.hgetall("hotline:call:r2") == {
+            "call_id": "r2", "channel": "PJSIP/carrier-2", "caller": "13900139000", "caller_masked": "139****9000",
+            "script": "main", "flow": "", "flow_version": "", "started_at": "1700000100.000",
+            "outcome": "caller_hangup", "handoff": "", "path": "[]", "ended_at": "1700000110.000",
+        }
+        assert check.hgetall("hotline:call:r3") == {  # the whole record from the end write alone
+            "call_id": "r3", "channel": "PJSIP/carrier-3", "caller": "10086", "caller_masked": third.caller_masked,
+            "script": "survey", "flow": "survey", "flow_version": "2", "started_at": "1700000105.500",
+            "outcome": "completed", "handoff": "", "path": '["q1"]', "ended_at": "1700000120.125",
+        }
+        for key in ("hotline:call:r2", "hotline:call:r3"):
+            assert 595 < check.ttl(key) <= 600
+        # the server came back empty (no persistence); an end write adds no index entry (as before)
+        assert check.zrange("hotline:calls", 0, -1, withscores=True) == [("r2", 1700000100.0)]
+        assert check.exists("hotline:call:r1") == 0
+    finally:
+        store.stop()
+        stopping = client.stopService()
+        run_until(reactor, lambda: stopping.called)
+
+
+def test_a_batch_redis_refuses_is_kept_and_replayed(private_redis, private_reactor):
+    """An error inside the script (a key of the wrong type) fails the batch's EVAL: every record of the
+    batch is backlogged and counted, and replayed once the cause is gone."""
+    import redis as blocking
+
+    reactor = private_reactor
+    registry = CollectorRegistry()
+    client = RespClient(f"redis://127.0.0.1:{private_redis.port}/0", reactor=reactor, timeout=2.0)
+    store = RedisCallStore(client.execute, reactor, GatewayMetrics(registry), ttl=600, retry_interval=0.2)
+    check = blocking.Redis(port=private_redis.port, decode_responses=True)
+    check.set("hotline:call:bad", "not a hash")
+    client.startService()
+    try:
+        wait(reactor, client.when_connected())
+        good = CallRecord(call_id="good", channel="Local/x", caller="1", script="main", started_at=1.0)
+        bad = CallRecord(call_id="bad", channel="Local/x", caller="2", script="main", started_at=2.0)
+        writes = [store.call_started(good), store.call_started(bad)]
+        assert [wait(reactor, d) for d in writes] == [False, False]
+        assert registry.get_sample_value("hotline_redis_failures_total", {"operation": "call_start"}) == 2
+        assert store.backlog_length == 2
+        flush_failures = lambda: registry.get_sample_value(  # noqa: E731
+            "hotline_redis_failures_total", {"operation": "backlog_flush"}) or 0
+        run_until(reactor, lambda: flush_failures() >= 1)  # retried, and refused again while the cause stays
+        assert store.backlog_length == 2
+        check.delete("hotline:call:bad")
+        run_until(reactor, lambda: store.backlog_length == 0)
+        assert check.hget("hotline:call:bad", "caller") == "2" and check.hget("hotline:call:good", "caller") == "1"
+        assert check.zrange("hotline:calls", 0, -1, withscores=True) == [("good", 1.0), ("bad", 2.0)]
     finally:
         store.stop()
         stopping = client.stopService()
