@@ -98,6 +98,7 @@ class RedisCallStore:
         self._backlog_size = backlog_size
         self._retry_call: IDelayedCall | None = None
         self._flushing = False
+        self._dropped_in_flight = 0
         #: (segment, the record for an end write / None for a start, its Deferred)
         self._batch: list[tuple[Segment, CallRecord | None, defer.Deferred]] = []
         self._batch_call: IDelayedCall | None = None
@@ -191,6 +192,9 @@ class RedisCallStore:
         if len(self._backlog) >= self._backlog_size:
             self._backlog.popleft()
             self._metrics.redis_dropped.inc()
+            if self._flushing:
+                # the oldest entries are the ones a replay in flight is sending
+                self._dropped_in_flight += 1
         self._backlog.append(segment)
         self._metrics.redis_backlog.set(len(self._backlog))
         self._schedule_retry()
@@ -205,11 +209,15 @@ class RedisCallStore:
         if not self._backlog or self._flushing:
             return defer.succeed(None)
         self._flushing = True
+        self._dropped_in_flight = 0
         batch = list(itertools.islice(self._backlog, 500))
         d = self._send(batch)
 
         def done(_):
-            for _ in batch:
+            # Remove what was sent and is still queued: entries dropped from
+            # the front while the replay was in flight were part of it, so
+            # popping len(batch) would also drop records never written.
+            for _ in range(max(0, len(batch) - self._dropped_in_flight)):
                 self._backlog.popleft()
             self._metrics.redis_backlog.set(len(self._backlog))
             log.info("Redis is back: wrote {count} delayed call record(s)", count=len(batch))

@@ -358,3 +358,36 @@ def test_the_flat_fields_are_the_hash_as_before(call_id, channel, caller, script
     wanted = {key: expected[key] for key in ("call_id", *CallRecord.END_FIELDS) if key in expected}
     assert len(end) == 2 * len(wanted) and dict(zip(end[::2], end[1::2], strict=True)) == wanted
     assert rec.end_hash() == wanted
+
+
+def test_records_queued_while_a_full_backlog_is_being_replayed_are_not_lost():
+    """Drops from a full backlog during a replay take the replay's own (oldest) entries;
+    when the replay lands, only what is still queued from it is removed — not the newer records."""
+    redis = FakeRedis()
+    redis.down = True
+    store, clock, registry = make(redis, backlog_size=3)
+    for n in range(3):
+        store.call_started(record(n))
+    clock.advance(0.05)
+    assert store.backlog_length == 3
+    redis.down = False
+    in_flight = []
+
+    def slow_execute(commands):
+        d = defer.Deferred()
+        in_flight.append((commands, d))
+        return d
+
+    store._execute = slow_execute
+    clock.advance(5)  # the replay of c0, c1, c2 is sent and waits for Redis
+    assert len(in_flight) == 1
+    store.call_started(record(3))  # circuit breaker: to the full backlog, dropping c0
+    store.call_started(record(4))  # … and c1
+    assert registry.get_sample_value("hotline_redis_backlog_dropped_total") == 2
+    commands, d = in_flight.pop()
+    d.callback(redis.execute(commands).result)  # Redis stores c0, c1, c2
+    assert store.backlog_length == 2, "c3 and c4 are still waiting"
+    store._execute = redis.execute
+    clock.advance(0)
+    assert sorted(redis.hashes) == [f"hotline:call:c{n}" for n in range(5)]
+    assert store.backlog_length == 0
