@@ -91,10 +91,6 @@ class FastAgiProtocol(protocol.Protocol):
         self._hangup_listeners: list[Callable[[], None]] = []
         #: the TCP socket commands are written to directly (see _write_line)
         self._socket = None
-        # looked up once: these run for every command
-        self._max_line = host.max_line
-        self._observe = host.observe_command
-        self._seconds = self.clock.seconds
 
     # -- Twisted callbacks -------------------------------------------------
     def connectionMade(self) -> None:
@@ -162,9 +158,9 @@ class FastAgiProtocol(protocol.Protocol):
 
     # -- replies -----------------------------------------------------------
     def _read_replies(self) -> None:
-        messages, self._buffer = codec.parse_replies(self._buffer, self._max_line)
+        messages, self._buffer = codec.parse_replies(self._buffer, self.host.max_line)
         for message in messages:
-            if type(message) is codec.HangupNotice:
+            if isinstance(message, codec.HangupNotice):
                 self.hangup_received = True
                 self._notify_hangup()
                 continue
@@ -172,13 +168,11 @@ class FastAgiProtocol(protocol.Protocol):
             if item is None:
                 raise codec.AgiProtocolError(f"unsolicited AGI reply {message.code}")
             self._in_flight = None
-            line = item.line
-            self._observe(line[: line.find(b" ")], self._seconds() - item.sent_at)
+            self.host.observe_command(item.line[: item.line.find(b" ")], self.clock.seconds() - item.sent_at)
             item.deferred.callback(message)
             if self.closed:
                 return
-        if self._queue and self._in_flight is None:
-            self._send_next()
+        self._send_next()
 
     # -- commands ----------------------------------------------------------
     def send_command(self, line: bytes, timeout: float) -> defer.Deferred:
@@ -201,7 +195,7 @@ class FastAgiProtocol(protocol.Protocol):
 
     def _put_on_wire(self, item: _Pending) -> None:
         self._in_flight = item
-        item.sent_at = now = self._seconds()
+        item.sent_at = now = self.clock.seconds()
         # One timer per connection, moved only when this command's deadline is
         # earlier than the timer's; a timer that fires early for a later
         # deadline re-arms itself (see _command_timed_out). Commands are

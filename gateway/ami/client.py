@@ -29,6 +29,7 @@ from twisted.internet.interfaces import IDelayedCall, IReactorTime, IStreamClien
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from ..clientservice import mute_disconnect_notice
 from .protocol import AmiActionTimeout, AmiConnectionLost, AmiProtocol
 from .router import EventRouter
 
@@ -94,20 +95,6 @@ class _Factory(protocol.Factory):
         proto = AmiProtocol(clock=self.clock, action_timeout=self.action_timeout)
         proto.on_event = self.router.dispatch
         return proto
-
-
-def _mute_disconnect_notice(proxy: object) -> None:
-    """Work around ClientService's state machine for rejected connections.
-
-    ClientService (Twisted ≤ 26.x) has no transition for a connection that
-    closes while ``prepareConnection`` is pending or after it failed (automat
-    raises ``NoTransition`` inside ``connectionLost``), and it leaves a
-    rejected connection open. The client closes rejected connections itself,
-    so the proxy's disconnect notice for them is dropped here. If Twisted
-    changes this private attribute the only effect is a logged traceback.
-    """
-    if hasattr(proxy, "_lostNotification"):
-        proxy._lostNotification = lambda reason: None  # private attribute: see the docstring
 
 
 class AmiClient(service.Service):
@@ -213,7 +200,7 @@ class AmiClient(service.Service):
         await proto.login(self.username, self._secret, self.events)
 
     def _reject(self, failure: Failure, proxy, proto: AmiProtocol) -> Failure:
-        _mute_disconnect_notice(proxy)
+        mute_disconnect_notice(proxy)
         if not proto.closed and proto.transport is not None:
             proto.transport.abortConnection()
         if not failure.check(AmiConnectionLost):

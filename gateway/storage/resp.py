@@ -41,6 +41,7 @@ from twisted.internet.interfaces import IDelayedCall, IReactorTime, IStreamClien
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from ..clientservice import mute_disconnect_notice
 from .redis_url import RedisAddress, parse_redis_url
 
 __all__ = [
@@ -335,15 +336,6 @@ class _Factory(protocol.Factory):
         return RespProtocol(clock=self.clock, timeout=self.timeout)
 
 
-def _mute_disconnect_notice(proxy: object) -> None:
-    """ClientService (Twisted ≤ 26.x) has no transition for a connection that
-    closes while ``prepareConnection`` is pending or after it failed, and leaves
-    a rejected connection open; we close rejected connections ourselves, so the
-    proxy's notice for them is dropped (same work-around as the AMI client)."""
-    if hasattr(proxy, "_lostNotification"):
-        proxy._lostNotification = lambda reason: None  # private attribute: see the docstring
-
-
 class RespClient(service.Service):
     """A self-healing Redis connection for pipelines that must never wait for one.
 
@@ -440,7 +432,7 @@ class RespClient(service.Service):
         proto.lost.addCallback(lambda _: self._connection_lost(proto))
 
     def _reject(self, failure: Failure, proxy, proto: RespProtocol) -> Failure:
-        _mute_disconnect_notice(proxy)
+        mute_disconnect_notice(proxy)
         if not proto.closed and proto.transport is not None:
             proto.transport.abortConnection()
         log.warn("Redis {address}: connection setup failed: {error}", address=str(self.address),

@@ -50,7 +50,7 @@ def test_secret_from_environment_or_file_and_hidden_when_shown(tmp_path):
 def test_bad_port_and_url():
     with pytest.raises(ConfigError, match="not a TCP port"):
         load_config(environ={"HOTLINE_HTTP_PORT": "70000"})
-    with pytest.raises(ConfigError, match="not a redis:// URL"):
+    with pytest.raises(ConfigError, match="scheme must be redis://"):
         load_config(environ={"HOTLINE_REDIS_URL": "http://x"})
 
 
