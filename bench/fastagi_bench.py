@@ -16,6 +16,13 @@ ratios against native (calls/s) and bare (CPU/call) measured in the same run.
 
     .venv/bin/python bench/fastagi_bench.py                # N=2000, C=10,50,200
     .venv/bin/python bench/fastagi_bench.py --calls 200 --concurrency 20
+    .venv/bin/python bench/fastagi_bench.py --concurrency 50,200 --rounds 3
+
+With ``--rounds R`` every target runs ``--calls`` calls R times per
+concurrency, the targets taking turns (the first one moving each round), and
+the figures are over all rounds; the spread of the per-round CPU ratios is
+printed too. The machine is shared: a slow spell lands on one target's run
+only when targets run once each.
 """
 from __future__ import annotations
 
@@ -53,6 +60,20 @@ def cpu_seconds(pid: int) -> float:
 
 
 @dataclass
+class RoundResult:
+    """One target's share of one round: ``calls`` calls, back to back."""
+
+    calls: int
+    wall: float
+    good: int
+    cpu: float | None
+
+    @property
+    def cpu_ms_per_call(self) -> float | None:
+        return None if self.cpu is None else 1000 * self.cpu / self.calls
+
+
+@dataclass
 class RunResult:
     target: str
     concurrency: int
@@ -62,6 +83,7 @@ class RunResult:
     failed: int
     cpu: float | None
     rtts: list[float] = field(default_factory=list)
+    rounds: list[RoundResult] = field(default_factory=list)
 
     @property
     def rate(self) -> float:
@@ -238,15 +260,30 @@ async def bench(reactor, args) -> list[RunResult]:
             if target in servers:
                 servers[target].take_rtts()
         for concurrency in args.concurrency:
-            for target in args.targets:
-                server = servers.get(target)
-                cpu_before = server.cpu() if server else None
-                wall, good = await driver.run(reactor, target, args.calls, concurrency)
-                await task.deferLater(reactor, 0.5, lambda: None)  # let children be reaped
-                cpu = (server.cpu() - cpu_before) if server else None
-                rtts = server.take_rtts() if server else []
-                results.append(RunResult(target, concurrency, args.calls, wall, good, args.calls - good, cpu, rtts))
-                print(f"  C={concurrency:<4} {target:<8} {args.calls / wall:7.1f} calls/s  failed {args.calls - good}", flush=True)
+            totals = {t: RunResult(t, concurrency, 0, 0.0, 0, 0, 0.0 if t in servers else None) for t in args.targets}
+            for round_no in range(args.rounds):
+                # targets take turns, the first one moving each round, so a slow
+                # spell of this shared machine falls on every target alike
+                shift = round_no % len(args.targets)
+                for target in args.targets[shift:] + args.targets[:shift]:
+                    server = servers.get(target)
+                    cpu_before = server.cpu() if server else None
+                    wall, good = await driver.run(reactor, target, args.calls, concurrency)
+                    await task.deferLater(reactor, 0.5, lambda: None)  # let children be reaped
+                    cpu = (server.cpu() - cpu_before) if server else None
+                    total = totals[target]
+                    total.calls += args.calls
+                    total.wall += wall
+                    total.good += good
+                    total.failed += args.calls - good
+                    if server:
+                        total.cpu += cpu
+                        total.rtts.extend(server.take_rtts())
+                    total.rounds.append(RoundResult(args.calls, wall, good, cpu))
+                    print(f"  C={concurrency:<4} round {round_no + 1}/{args.rounds} {target:<8} "
+                          f"{args.calls / wall:7.1f} calls/s  failed {args.calls - good}"
+                          + (f"  CPU {1000 * cpu / args.calls:.2f} ms/call" if server else ""), flush=True)
+            results.extend(totals[t] for t in args.targets)
     finally:
         for server in servers.values():
             server.stop()
@@ -254,10 +291,21 @@ async def bench(reactor, args) -> list[RunResult]:
     return results
 
 
+def round_ratios(result: RunResult, bare: RunResult | None) -> list[float]:
+    """The target's CPU per call over the bare server's, round by round."""
+    if bare is None or result.cpu is None:
+        return []
+    return [
+        mine.cpu_ms_per_call / theirs.cpu_ms_per_call
+        for mine, theirs in zip(result.rounds, bare.rounds)
+        if mine.cpu_ms_per_call is not None and theirs.cpu_ms_per_call
+    ]
+
+
 def report(results: list[RunResult]) -> str:
     lines = [
-        "| C | target | calls/s | × native | failed | CPU ms/call | × bare CPU | RTT p50 ms | RTT p99 ms |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| C | target | calls | calls/s | × native | failed | CPU ms/call | × bare CPU | × bare CPU, rounds | RTT p50 ms | RTT p99 ms |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     by_key = {(r.concurrency, r.target): r for r in results}
     for r in results:
@@ -270,9 +318,14 @@ def report(results: list[RunResult]) -> str:
             if bare and r.cpu_ms_per_call is not None and bare.cpu_ms_per_call
             else "—"
         )
+        per_round = round_ratios(r, bare)
+        spread = f"{min(per_round):.2f}–{max(per_round):.2f}" if len(per_round) > 1 else "—"
         p50 = f"{1000 * percentile(r.rtts, 0.5):.2f}" if r.rtts else "—"
         p99 = f"{1000 * percentile(r.rtts, 0.99):.2f}" if r.rtts else "—"
-        lines.append(f"| {r.concurrency} | {r.target} | {r.rate:.1f} | {ratio} | {r.failed} | {cpu} | {cpu_ratio} | {p50} | {p99} |")
+        lines.append(
+            f"| {r.concurrency} | {r.target} | {r.calls} | {r.rate:.1f} | {ratio} | {r.failed} | {cpu} | {cpu_ratio} "
+            f"| {spread} | {p50} | {p99} |"
+        )
     return "\n".join(lines)
 
 
@@ -281,6 +334,8 @@ def main(argv=None) -> int:
     parser.add_argument("--calls", type=int, default=2000)
     parser.add_argument("--concurrency", type=lambda s: [int(x) for x in s.split(",")], default=[10, 50, 200])
     parser.add_argument("--targets", type=lambda s: s.split(","), default=["native", "bare", "pyst2", "gateway"])
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="rounds per concurrency: each target runs --calls calls per round, targets taking turns")
     parser.add_argument("--json", help="also write the raw results here")
     parser.add_argument("--no-lab", action="store_true", help="assume the lab Asterisk is already up")
     args = parser.parse_args(argv)
@@ -307,6 +362,11 @@ async def _main(reactor, args):
                         "cpu_ms_per_call": r.cpu_ms_per_call,
                         "rtt_p50_ms": 1000 * percentile(r.rtts, 0.5) if r.rtts else None,
                         "rtt_p99_ms": 1000 * percentile(r.rtts, 0.99) if r.rtts else None,
+                        "rounds": [
+                            {"calls": x.calls, "calls_per_s": x.calls / x.wall if x.wall else 0.0,
+                             "failed": x.calls - x.good, "cpu_ms_per_call": x.cpu_ms_per_call}
+                            for x in r.rounds
+                        ],
                     }
                     for r in results
                 ],
