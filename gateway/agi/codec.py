@@ -353,6 +353,11 @@ def parse_replies(buffer: bytes, max_line: int = MAX_LINE_LENGTH) -> tuple[list[
             break
         if newline - position > max_line:
             raise AgiProtocolError(f"AGI line longer than {max_line} bytes")
+        reply = _REPLY_CACHE.get(buffer[position : newline + 1])
+        if reply is not None:  # a reply seen before, here followed by more (HANGUP's "200 result=1\nHANGUP\n")
+            messages.append(reply)
+            position = newline + 1
+            continue
         text = _decode(buffer[position:newline]).rstrip("\r")
         if text == "":
             position = newline + 1

@@ -369,3 +369,13 @@ def test_the_reply_cache_is_bounded(monkeypatch):
     for n in range(10):
         assert agi_codec.parse_replies(b"200 result=%d\n" % n)[0][0].result == n
     assert len(agi_codec._REPLY_CACHE) == 3
+
+
+def test_a_shared_reply_is_found_in_a_read_holding_more_than_one_line():
+    """HANGUP's answer comes with the notice in one read: the reply is still the shared one."""
+    from gateway.agi import codec as agi_codec
+
+    (alone,), _ = agi_codec.parse_replies(b"200 result=1\n")
+    messages, rest = agi_codec.parse_replies(b"200 result=1\nHANGUP\n200 result=1\r\n200 res")
+    assert messages[0] is alone and isinstance(messages[1], agi_codec.HangupNotice)
+    assert messages[2] == alone and rest == b"200 res"
