@@ -36,3 +36,34 @@ def test_report_gives_totals_over_rounds_and_the_per_round_spread() -> None:
     assert rows["gateway"][2:9] == ["200", "100.0", "0.50", "1", "0.85", "1.13", "1.10–1.20"]
     assert rows["bare"][6:9] == ["0.75", "1.00", "1.00–1.00"]
     assert rows["native"][6:9] == ["—", "—", "—"]
+
+
+def test_call_cost_harness_drives_both_servers_through_the_whole_script() -> None:
+    """bench/fastagi_call_cost.py's synchronous call: 12 commands each, the call closed."""
+    from bench import fastagi_call_cost
+    from bench.baselines.bare_twisted import RTTS
+    from bench.fastagi_cpu_bench import bare_factory
+    from gateway.agi.registry import ScriptRegistry
+    from gateway.scripts.bench import bench_script
+
+    from .helpers import make_factory
+
+    RTTS.clear()
+    fastagi_call_cost.one_call(bare_factory(), 7)
+    assert len(RTTS) == 12
+    RTTS.clear()
+
+    scripts = ScriptRegistry()
+    scripts.register("bench", bench_script)
+    factory, _clock, store, registry = make_factory(scripts)
+    fastagi_call_cost.one_call(factory, 8)
+    (record,) = store.ended
+    assert record.outcome == "handoff_hangup" and record.call_id == "bcpu-8-b"
+    assert registry.get_sample_value("hotline_fastagi_command_duration_seconds_count", {"command": "set"}) == 5
+
+
+def test_flow_api_floor_measures_both_paths() -> None:
+    from bench import fastagi_call_cost
+
+    deferred, plain = fastagi_call_cost.flow_api_floor(commands=50, rounds=2)
+    assert deferred > 0 and plain > 0
