@@ -38,46 +38,23 @@ if str(REPO) not in sys.path:
 
 from twisted.internet import defer, reactor  # noqa: E402
 from twisted.internet.address import IPv4Address  # noqa: E402
+from twisted.internet.testing import StringTransport  # noqa: E402
 
 from bench.fastagi_cpu_bench import REPLIES, bare_factory, header  # noqa: E402
 
 ADDRESS = IPv4Address("TCP", "127.0.0.1", 40000)
 
 
-class _Transport:
-    """Keeps the last write; ``loseConnection`` ends the call."""
-
-    disconnecting = False
-
-    def __init__(self) -> None:
-        self.out: bytes | None = None
-
-    def write(self, data: bytes) -> None:
-        self.out = data
-
-    def writeSequence(self, seq) -> None:
-        self.out = b"".join(seq)
-
-    def loseConnection(self) -> None:
-        self.disconnecting = True
-
-    abortConnection = loseConnection
-
-    def getPeer(self):
-        return ADDRESS
-
-    getHost = getPeer
-
-
 def one_call(factory, number: int) -> None:
-    transport = _Transport()
+    transport = StringTransport(peerAddress=ADDRESS)
     proto = factory.buildProtocol(ADDRESS)
     proto.makeConnection(transport)
     proto.dataReceived(header(number))
     while not transport.disconnecting:
-        data, transport.out = transport.out, None
-        if data is None:
+        data = transport.value()
+        if not data:
             raise RuntimeError("the server neither wrote a command nor closed the call")
+        transport.clear()
         proto.dataReceived(REPLIES[data[:3]])
     proto.connectionLost()
 

@@ -147,16 +147,16 @@ class FastAgiProtocol(protocol.Protocol):
             block_end = 0  # no variables at all: parse_header_block says what is wrong
         else:
             end = _BLANK_LINE.search(buffer, start - 1 if start else 0)
-            block_end = end.start() + 1 if end is not None else -1
-        if end is None:
-            last = buffer.rfind(b"\n") + 1  # the start of the line still being received
-            if len(buffer) - last > self.host.max_line:
-                raise codec.AgiProtocolError("AGI header line too long")
-            self._header_count += buffer.count(b"\n", start, last)
-            if self._header_count > _MAX_HEADER_LINES:
-                raise codec.AgiProtocolError("AGI header has no end")
-            self._header_scanned = last
-            return
+            if end is None:
+                last = buffer.rfind(b"\n") + 1  # the start of the line still being received
+                if len(buffer) - last > self.host.max_line:
+                    raise codec.AgiProtocolError("AGI header line too long")
+                self._header_count += buffer.count(b"\n", start, last)
+                if self._header_count > _MAX_HEADER_LINES:
+                    raise codec.AgiProtocolError("AGI header has no end")
+                self._header_scanned = last
+                return
+            block_end = end.start() + 1
         if self._header_count + buffer.count(b"\n", start, block_end) > _MAX_HEADER_LINES:
             raise codec.AgiProtocolError("AGI header has no end")
         environment = codec.parse_header_block(buffer[:block_end])
