@@ -20,8 +20,10 @@ from collections.abc import Sequence
 
 from ..masking import mask_number
 from .callflow import CallRequest, CallResult
+from .cluster import ClusterLab, cluster_nodes
 from .errors import LabError
 from .lab import Lab
+from .nodes import NODES
 from .settings import LabSettings
 
 __all__ = ["main"]
@@ -138,7 +140,11 @@ def _print_call(result: CallResult, as_json: bool, drafts: list[dict] | None = N
 
 def _cmd_up(lab: Lab, args: argparse.Namespace) -> int:
     if args.fresh:
-        lab.down()
+        _cmd_down(lab, args)
+    if args.nodes > 1:
+        return _cmd_up_nodes(lab, args)
+    if cluster_nodes(lab) > 1:
+        raise LabError("the lab runs with several nodes: `hotline-lab down` first")
     lab.up(gateway=not args.no_gateway, bench=args.bench, asr=not args.no_asr)
     s = lab.settings
     _say(
@@ -151,13 +157,34 @@ def _cmd_up(lab: Lab, args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_up_nodes(lab: Lab, args: argparse.Namespace) -> int:
+    if args.bench:
+        raise LabError("--bench is for the single-node lab")
+    if lab.gateway.pid() is not None or (lab.asterisk.pid() is not None and cluster_nodes(lab) == 1):
+        raise LabError("the single-node lab is up: `hotline-lab down` first (or `up --nodes 2 --fresh`)")
+    cluster = ClusterLab(lab, NODES[: args.nodes])
+    cluster.up(gateway=not args.no_gateway, asr=not args.no_asr)
+    status = cluster.status()
+    nodes = ", ".join(f"{name} SIP {node['sip']} (gateway pid {node['gateway']['pid'] or '-'})"
+                      for name, node in status["nodes"].items())
+    _say(f"lab up with {args.nodes} nodes: front door (Kamailio) SIP {status['kamailio']['sip']}, {nodes}; "
+         f"Redis primary {status['redis']['primary']} via sentinels {status['redis']['sentinels']}")
+    return 0
+
+
 def _cmd_down(lab: Lab, args: argparse.Namespace) -> int:
-    lab.down()
+    if cluster_nodes(lab) > 1:
+        ClusterLab(lab).down()
+    else:
+        lab.down()
     _say("lab down")
     return 0
 
 
 def _cmd_status(lab: Lab, args: argparse.Namespace) -> int:
+    if cluster_nodes(lab) > 1:
+        print(json.dumps(ClusterLab(lab).status(), ensure_ascii=False, indent=None if args.json else 2))
+        return 0
     status = lab.status()
     if args.json:
         print(json.dumps(status, ensure_ascii=False, indent=2))
@@ -234,6 +261,8 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--bench", action="store_true", help="start the gateway with its 'bench' AGI script")
     up.add_argument("--no-asr", action="store_true", help="do not start the ASR worker (voice messages wait in Redis)")
     up.add_argument("--fresh", action="store_true", help="run `down` first (restart everything)")
+    up.add_argument("--nodes", type=int, choices=(1, 2), default=1,
+                    help="2: Kamailio front door, two Asterisk nodes, two gateways, Redis with Sentinel")
     up.set_defaults(func=_cmd_up)
 
     sub.add_parser("down", help="stop the gateway and Asterisk, unmount /proc and /dev").set_defaults(func=_cmd_down)

@@ -41,7 +41,11 @@ class ServiceProcess:
         state_dir: Path,
         healthz_url: str,
         environment: Mapping[str, str],
+        name: str | None = None,
     ) -> None:
+        if name is not None:
+            #: several of one service (the several-node lab's gateway2, asr-worker2)
+            self.name = name
         self.python = python
         self.repo_root = repo_root
         self.state_dir = state_dir

@@ -48,6 +48,12 @@ class LabConfigValues:
     trunk_expiration: int = 30
     trunk_qualify: int = 5
     trunk_retry: int = 5
+    #: several nodes: the hotline does not register at the carrier (the carrier sends
+    #: to the SIP front door); these addresses are also the trunk (the front door)
+    trunk_register: bool = True
+    trunk_extra_match: tuple[str, ...] = ()
+    #: a second gateway, tried when HOTLINE_AGI cannot be reached (extensions.conf)
+    agi_backup_url: str = ""
 
 
 def _lab_ami_user(user: str, secret: str) -> str:
@@ -88,7 +94,18 @@ qualify_frequency = {values.trunk_qualify}
 username = {TRUNK_USER}
 #include "hotline-secrets/pjsip-carrier.conf"
 
-[carrier](carrier-registration)
+{_registration(values)}
+[carrier](carrier-identify)
+endpoint = carrier
+match = {",".join((host, *values.trunk_extra_match))}
+"""
+
+
+def _registration(values: LabConfigValues) -> str:
+    if not values.trunk_register:
+        return "; several nodes: no registration, the carrier sends to the SIP front door\n"
+    host, port = values.carrier_host, values.carrier_sip_port
+    return f"""[carrier](carrier-registration)
 outbound_auth = carrier
 server_uri = sip:{host}:{port}
 client_uri = sip:{TRUNK_USER}@{host}:{port}
@@ -99,10 +116,6 @@ expiration = {values.trunk_expiration}
 retry_interval = {values.trunk_retry}
 forbidden_retry_interval = {values.trunk_retry}
 fatal_retry_interval = {values.trunk_retry}
-
-[carrier](carrier-identify)
-endpoint = carrier
-match = {host}
 """
 
 
@@ -123,6 +136,7 @@ def render_generated(values: LabConfigValues) -> dict[str, str]:
             "HOTLINE_LAB = 1\n"
             f"HOTLINE_AGI = {values.agi_url}\n"
             f"HOTLINE_MISSED_REDIS = {values.redis_url}\n"
+            + (f"HOTLINE_AGI_BACKUP = {values.agi_backup_url}\n" if values.agi_backup_url else "")
         ),
         "hotline-queue-members.conf": "; written by hotline-lab: scripted agents (extensions.conf [lab-agent])\n"
         + "".join(f"member => Local/agent{n}@lab-agent,0,agent{n}\n" for n in range(1, values.lab_agents + 1)),

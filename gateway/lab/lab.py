@@ -186,15 +186,15 @@ class Lab:
             if asr:
                 self.start_asr()
 
-    def install(self) -> None:
-        """Config, secrets and sounds into the chroot (no process is touched)."""
+    def config_values(self, redis_url: str | None = None) -> LabConfigValues:
+        """What the lab writes into the PBXs' configuration (secrets, addresses, timers)."""
         s = self.settings
-        values = LabConfigValues(
+        return LabConfigValues(
             ami_secret=self.ami_secret(),
             agent_passwords={n: secrets.agent_password(s.state_dir, n) for n in PJSIP_AGENTS},
             agi_url=s.agi_url,
             lab_agents=s.agents,
-            redis_url=s.redis_url,
+            redis_url=redis_url or s.redis_url,
             lab_ami_user=s.lab_ami_user,
             lab_ami_secret=self.lab_ami_secret(),
             trunk_password=secrets.trunk_password(s.state_dir),
@@ -204,6 +204,11 @@ class Lab:
             trunk_qualify=s.trunk_qualify,
             trunk_retry=s.trunk_retry,
         )
+
+    def install(self) -> None:
+        """Config, secrets and sounds into the chroot (no process is touched)."""
+        s = self.settings
+        values = self.config_values()
         self.installer.install(values, self.report)
         self.carrier_installer.install(values, self.report)
         install_agi_scripts(self.chroot, s.repo_root / "agi_scripts", self.report)
