@@ -160,7 +160,7 @@ def _cmd_up(lab: Lab, args: argparse.Namespace) -> int:
 def _cmd_up_nodes(lab: Lab, args: argparse.Namespace) -> int:
     if args.bench:
         raise LabError("--bench is for the single-node lab")
-    if lab.gateway.pid() is not None or (lab.asterisk.pid() is not None and cluster_nodes(lab) == 1):
+    if cluster_nodes(lab) == 1 and (lab.gateway.pid() is not None or lab.asterisk.pid() is not None):
         raise LabError("the single-node lab is up: `hotline-lab down` first (or `up --nodes 2 --fresh`)")
     cluster = ClusterLab(lab, NODES[: args.nodes])
     cluster.up(gateway=not args.no_gateway, asr=not args.no_asr)
@@ -213,6 +213,12 @@ def _cmd_status(lab: Lab, args: argparse.Namespace) -> int:
 
 
 def _cmd_call(lab: Lab, args: argparse.Namespace) -> int:
+    if cluster_nodes(lab) > 1:
+        if args.via != "trunk":
+            raise LabError("with several nodes, citizens call over the trunk: --via trunk")
+        result = ClusterLab(lab).call(_request(lab, args))
+        _print_call(result, args.json)
+        return 0 if result.went_through else 1
     result = lab.call(_request(lab, args))
     _print_call(result, args.json, _voice_message_drafts(lab, result))
     return 0 if result.went_through else 1
@@ -240,8 +246,12 @@ def _cmd_outbound(lab: Lab, args: argparse.Namespace) -> int:
 
 
 def _cmd_demo(lab: Lab, args: argparse.Namespace) -> int:
-    lab.up(gateway=not args.no_gateway, asr=not args.no_asr)
-    if args.via == "trunk":
+    if args.nodes > 1:
+        args.bench = args.fresh = False
+        _cmd_up_nodes(lab, args)
+    else:
+        lab.up(gateway=not args.no_gateway, asr=not args.no_asr)
+    if args.via == "trunk" and args.nodes == 1:
         trunk = lab.wait_trunk()
         if not args.json:
             s = lab.settings
@@ -293,6 +303,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="up + one call (by default over the carrier trunk)")
     demo.add_argument("--no-gateway", action="store_true")
     demo.add_argument("--no-asr", action="store_true", help="do not start the ASR worker")
+    demo.add_argument("--nodes", type=int, choices=(1, 2), default=1, help="as for up")
     _add_call_options(demo)
     demo.set_defaults(via="trunk")
     demo.set_defaults(func=_cmd_demo)

@@ -19,11 +19,14 @@ On top of the single-node lab's chroot, carrier, prompts and AGI scripts:
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable
 from typing import Any
 
+from .ami_blocking import AmiClient
 from .asterisk import Asterisk
+from .callflow import CallRequest, CallResult
 from .errors import LabError
 from .gatewayctl import AsrWorkerProcess, GatewayProcess
 from .install import CARRIER_RUNTIME_DIRS, ConfigInstaller, install_agi_scripts
@@ -31,7 +34,9 @@ from .kamailio import KamailioProcess
 from .lab import SOUNDS, Lab
 from .nodes import FRONT_DOOR, NODES, Node, render_carrier_for_nodes, render_node
 from .prompts import LAB_TONES, collect_prompts
+from .redisctl import RedisControl
 from .sentinelctl import SentinelSet
+from .trunkcalls import originate_citizen_via_trunk
 
 __all__ = ["ClusterLab", "cluster_nodes"]
 
@@ -204,3 +209,25 @@ class ClusterLab:
             if time.monotonic() > deadline:
                 raise LabError(f"{node.name} not {'active' if active else 'inactive'} in {timeout:.0f} s: {state}")
             time.sleep(0.2)
+
+    # -- calls -------------------------------------------------------------------------
+    def node_ami(self, node: Node) -> AmiClient:
+        """The lab tool's own AMI session (every event) on one node."""
+        s = self.lab.settings
+        return self.lab._open(node.host, s.ami_port, s.lab_ami_user, self.lab.lab_ami_secret())
+
+    def records(self) -> RedisControl:
+        """The call records and drafts, read from the primary the sentinels name now."""
+        address = self.redis.primary()
+        if address is None:
+            raise LabError(f"no sentinel of {self.redis.sentinels} answered")
+        return RedisControl(f"redis://{address[0]}:{address[1]}/0", self.lab.settings.state_dir)
+
+    def call(self, request: CallRequest, on_step: Callable[[str], None] | None = None) -> CallResult:
+        """A citizen calls 12345 through the carrier and the front door; the call is
+        followed on whichever node Kamailio gave it to."""
+        with contextlib.ExitStack() as stack:
+            nodes = [stack.enter_context(self.node_ami(node)) for node in self.nodes]
+            carrier = stack.enter_context(self.lab.carrier_ami())
+            return originate_citizen_via_trunk(nodes, carrier, request, read_record=self.records().read_call,
+                                               on_step=on_step)

@@ -21,7 +21,7 @@ from typing import Any
 from . import secrets
 from .ami_blocking import AmiClient, AmiError, open_session
 from .asterisk import Asterisk
-from .callflow import CallRequest, CallResult, originate_citizen, originate_citizen_via_trunk, originate_outbound
+from .callflow import CallRequest, CallResult, originate_citizen
 from .chroot import Chroot
 from .errors import LabError
 from .gatewayctl import AsrWorkerProcess, GatewayProcess
@@ -37,6 +37,7 @@ from .install import (
 from .prompts import LAB_TONES, SoundBuilder, collect_prompts, install_file
 from .redisctl import RedisControl
 from .settings import LabSettings
+from .trunkcalls import originate_citizen_via_trunk, originate_outbound
 
 __all__ = ["Lab"]
 

@@ -92,8 +92,7 @@ def _directories(text: str, node: Node) -> str:
                       ("astkeydir", "/var/lib/asterisk"), ("astspooldir", "/var/spool/asterisk"),
                       ("astrundir", "/var/run/asterisk"), ("astlogdir", "/var/log/asterisk")):
         text = patch_once(text, f"{key} => {base}\n", f"{key} => {base}{node.suffix}\n", "asterisk.conf")
-    # UNIQUEIDs (the gateway's call ids) are prefixed with the system name: unique across nodes
-    return patch_once(text, "[options]\n", f"[options]\nsystemname = {node.name}\n", "asterisk.conf")
+    return text
 
 
 def render_node(values: LabConfigValues, node: Node, backup: Node | None, conf_dir: Path) -> dict[str, str]:
@@ -106,9 +105,12 @@ def render_node(values: LabConfigValues, node: Node, backup: Node | None, conf_d
         trunk_extra_match=(FRONT_DOOR[0],),
     )
     files = render_generated(node_values)
+    source = {name: (conf_dir / name).read_text() for name in ("asterisk.conf", "pjsip.conf", "manager.conf")}
+    # UNIQUEIDs (the gateway's call ids) are prefixed with the system name: unique across nodes
+    files["asterisk.conf"] = patch_once(source["asterisk.conf"], "[options]\n",
+                                        f"[options]\nsystemname = {node.name}\n", "asterisk.conf")
     if node.suffix:
-        source = {name: (conf_dir / name).read_text() for name in ("asterisk.conf", "pjsip.conf", "manager.conf")}
-        files["asterisk.conf"] = _directories(source["asterisk.conf"], node)
+        files["asterisk.conf"] = _directories(files["asterisk.conf"], node)
         files["pjsip.conf"] = patch_once(source["pjsip.conf"], "bind = 127.0.0.1:5060\n",
                                          f"bind = {node.host}:5060\n", "pjsip.conf")
         files["manager.conf"] = patch_once(source["manager.conf"], "bindaddr = 127.0.0.1\n",

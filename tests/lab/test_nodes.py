@@ -44,7 +44,9 @@ def test_second_node_gets_its_own_directories_address_and_system_name() -> None:
 
 def test_first_node_keeps_the_single_node_files_and_backs_up_to_the_other_gateway() -> None:
     files = render_node(VALUES, NODES[0], NODES[1], CONF)
-    assert "asterisk.conf" not in files and "pjsip.conf" not in files
+    assert "pjsip.conf" not in files and "manager.conf" not in files
+    assert _settings(files["asterisk.conf"], "options")["systemname"] == "ast1"
+    assert "astetcdir => /etc/asterisk\n" in files["asterisk.conf"]
     globals_ = files["hotline-globals.conf"]
     assert f"HOTLINE_AGI = {NODES[0].agi_url}\n" in globals_
     assert f"HOTLINE_AGI_BACKUP = {NODES[1].agi_url}\n" in globals_
