@@ -219,6 +219,23 @@ def test_a_crashed_dialing_lease_is_taken_over_for_settling_not_redialled(dialer
     assert survivor.finish("cb-1", NOW + 40, {"outcome": "answered"}, final="connected") == 2
 
 
+def test_an_attempt_in_progress_is_taken_over_only_by_an_instance_of_the_node_that_placed_it(dialer_redis):
+    """Several nodes: the attempt's outcome is in the AstDB of the node that dialled it, so only
+    that node's instances may settle it; another node's instance leaves it (no second dial)."""
+    crashed = JobStore(dialer_redis, key_prefix="t", owner="gw1", node="ast1")
+    other_node = JobStore(dialer_redis, key_prefix="t", owner="gw2", node="ast2")
+    same_node = JobStore(dialer_redis, key_prefix="t", owner="gw1-restarted", node="ast1")
+    for job_id in ("cb-1", "cb-2"):
+        crashed.add(job(job_id, number="1380013800" + job_id[-1]), NOW)
+    crashed.claim(NOW, 2, 30)
+    crashed.mark_dialing_many([("cb-1", "att-1")], NOW, 30, cap=3)
+    assert other_node.recover(NOW + 31, 30) == []  # cb-1 left to ast1; cb-2 (never dialled) requeued
+    assert [j.id for j in other_node.claim(NOW + 31, 10, 30)] == ["cb-2"]
+    orphans = same_node.recover(NOW + 32, 30)
+    assert [(j.id, j.attempt_id) for j in orphans] == [("cb-1", "att-1")]
+    assert dialer_redis.hget("t:dialer:job:cb-1", "node") == "ast1"
+
+
 def test_renewing_keeps_a_long_call_leased(dialer_redis):
     owner, other = store(dialer_redis, "owner"), store(dialer_redis, "other")
     owner.add(job("cb-1"), NOW)
