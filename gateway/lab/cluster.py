@@ -55,9 +55,11 @@ def cluster_nodes(lab: Lab) -> int:
 
 
 class ClusterLab:
-    def __init__(self, lab: Lab, nodes: tuple[Node, ...] = NODES) -> None:
+    def __init__(self, lab: Lab, nodes: tuple[Node, ...] = NODES, gateway_env: dict[str, str] | None = None) -> None:
         self.lab = lab
         self.nodes = nodes
+        #: added to every gateway's environment (the fault runs switch the dialers on)
+        self.gateway_env = dict(gateway_env or {})
         s = lab.settings
         self.redis = SentinelSet(s.state_dir)
         self.pbx: dict[str, Asterisk] = {
@@ -110,6 +112,7 @@ class ClusterLab:
             "HOTLINE_MONITOR_NODE": node.name,
             "HOTLINE_MONITOR_QUEUE_LOG": str(self.lab.chroot.path(f"{node.log_dir}/queue_log")),
         })
+        env.update(self.gateway_env)
         return env
 
     def asr_environment(self, index: int) -> dict[str, str]:
