@@ -245,6 +245,35 @@ def _cmd_outbound(lab: Lab, args: argparse.Namespace) -> int:
     return 0 if result.completed else 1
 
 
+def _cmd_faults(lab: Lab, args: argparse.Namespace) -> int:
+    """Bring the two-node lab up with the dialers on, run the fault scenarios, print the table."""
+    from .faults import DIALER_ENV, SCENARIOS, format_table
+
+    names = args.only.split(",") if args.only else list(SCENARIOS)
+    unknown = [name for name in names if name not in SCENARIOS]
+    if unknown:
+        raise LabError(f"unknown scenario(s) {unknown}; choose from {sorted(SCENARIOS)}")
+    if cluster_nodes(lab) > 1:
+        ClusterLab(lab).down()
+    else:
+        lab.down()
+    cluster = ClusterLab(lab, gateway_env=DIALER_ENV)
+    cluster.up(asr=False)
+    rows = []
+    try:
+        for name in names:
+            _say(f"fault scenario {name} ...")
+            rows.append(SCENARIOS[name](cluster, _say))
+    finally:
+        if not args.keep:
+            cluster.down()
+    if args.json:
+        print(json.dumps([row.as_json() for row in rows], ensure_ascii=False, indent=2))
+    else:
+        print(format_table(rows))
+    return 0 if all(row.lost == 0 and row.doubled == 0 for row in rows) else 1
+
+
 def _cmd_demo(lab: Lab, args: argparse.Namespace) -> int:
     if args.nodes > 1:
         args.bench = args.fresh = False
@@ -299,6 +328,12 @@ def build_parser() -> argparse.ArgumentParser:
     outbound.add_argument("--listen", type=_positive, default=15.0, help="seconds to listen for a digit")
     outbound.add_argument("--json", action="store_true")
     outbound.set_defaults(func=_cmd_outbound)
+
+    faults = sub.add_parser("faults", help="two-node lab: kill parts mid-call and count what is lost or doubled")
+    faults.add_argument("--only", help="comma-separated scenarios: node,gateway-flow,gateway-dial,redis,ami")
+    faults.add_argument("--keep", action="store_true", help="leave the two-node lab up afterwards")
+    faults.add_argument("--json", action="store_true")
+    faults.set_defaults(func=_cmd_faults)
 
     demo = sub.add_parser("demo", help="up + one call (by default over the carrier trunk)")
     demo.add_argument("--no-gateway", action="store_true")

@@ -44,6 +44,8 @@ Report = Callable[[str], None]
 
 #: seconds between the dispatcher's OPTIONS probes in the lab (production: 10)
 PROBE_INTERVAL = 1
+#: seconds a node that failed an INVITE (5xx, timeout) gets no new calls in the lab (production: 300)
+HOLDDOWN = 10
 
 
 def cluster_nodes(lab: Lab) -> int:
@@ -86,9 +88,11 @@ class ClusterLab:
         self.kamailio = KamailioProcess(
             s.repo_root / "kamailio" / "kamailio.cfg", s.state_dir,
             defines={
-                "LISTEN": f'"udp:{FRONT_DOOR[0]}:{FRONT_DOOR[1]}"',
-                "TRUNK_PEERS": f'"{s.carrier_host}"',
+                "LISTEN": f"udp:{FRONT_DOOR[0]}:{FRONT_DOOR[1]}",
+                "TRUNK_PEERS": f'"{s.carrier_host}/32"',
                 "PROBE_INTERVAL": str(PROBE_INTERVAL),
+                # lab: a node that failed an INVITE is back in rotation soon after it answers again
+                "HOLDDOWN": str(HOLDDOWN),
             },
             destinations=[node.sip for node in nodes],
         )

@@ -72,14 +72,14 @@ class KamailioProcess:
         self.pid_file = self.dir / "kamailio.pid"
         self.log_file = state_dir / "kamailio.log"
         self.list_file = self.dir / "dispatcher.list"
+        #: kamcmd's socket: kamailio.cfg loads ctl with its default, <runtime dir (-Y)>/kamailio_ctl
         self.control = self.dir / "kamailio_ctl"
         self._child: subprocess.Popen | None = None
 
     def command(self) -> list[str]:
         argv = ["kamailio", "-f", str(self.config), "-DD", "-E", "-P", str(self.pid_file),
                 "-Y", str(self.dir), "-u", self.user, "-g", self.user]
-        for name, value in {**self.defines, "DISPATCHER_LIST": f'"{self.list_file}"',
-                            "CTL_SOCKET": f'"unix:{self.control}"'}.items():
+        for name, value in {**self.defines, "DISPATCHER_LIST": f'"{self.list_file}"'}.items():
             argv += ["-A", f"{name}={value}"]
         return argv
 
