@@ -258,7 +258,7 @@ def _cmd_faults(lab: Lab, args: argparse.Namespace) -> int:
     else:
         lab.down()
     cluster = ClusterLab(lab, gateway_env=DIALER_ENV)
-    cluster.up(asr=False)
+    cluster.up(asr=False, fresh_data=True)
     rows = []
     try:
         for name in names:

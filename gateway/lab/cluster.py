@@ -148,7 +148,8 @@ class ClusterLab:
         lab.sounds.install_prompts(prompts, lab.chroot.path(f"{SOUNDS}/zh"), lab.report)
         lab.sounds.install_tones(LAB_TONES, lab.chroot.path, lab.report)
 
-    def up(self, gateway: bool = True, asr: bool = True) -> None:
+    def up(self, gateway: bool = True, asr: bool = True, fresh_data: bool = False) -> None:
+        """Build or reuse everything and start what is not running; ``fresh_data``: Redis starts empty."""
         lab = self.lab
         lab._require_root()
         with lab._lock():
@@ -158,7 +159,7 @@ class ClusterLab:
             lab.chroot.mount(lab.report)
             lab.chroot.ensure_packages(lab.report)
             (lab.settings.state_dir / "nodes").write_text(f"{len(self.nodes)}\n")
-            self.redis.start(lab.report)
+            self.redis.start(lab.report, fresh=fresh_data)
             self.install()
             for pbx in (lab.carrier, *self.pbx.values()):
                 if pbx.pid() is not None and pbx.responsive():

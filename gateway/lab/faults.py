@@ -115,19 +115,16 @@ def place_calls(carrier: AmiClient, callers: Iterable[str], hangup_after: float,
 
 
 def carrier_channels(cluster: ClusterLab) -> int:
-    """Calls still up at the carrier."""
-    output = cluster.lab.carrier_cli("core show channels count")
-    for line in output.splitlines():
-        if "active call" in line:
-            return int(line.split()[0])
-    return 0
+    """Citizens still on a call to 12345 at the carrier (not the hotline's callbacks)."""
+    output = cluster.lab.carrier_cli("core show channels concise")
+    return sum(1 for line in output.splitlines() if line.split("!")[1:2] == ["carrier-citizen"])
 
 
 def wait_calls_gone(cluster: ClusterLab, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while carrier_channels(cluster) > 0:
         if time.monotonic() > deadline:
-            raise LabError(f"calls still up at the carrier after {timeout:.0f} s")
+            raise LabError(f"citizens' calls still up at the carrier after {timeout:.0f} s")
         time.sleep(0.5)
 
 

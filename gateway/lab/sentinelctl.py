@@ -11,6 +11,7 @@ after ``down_after_ms``; ``primary()`` asks them where the primary is now.
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import time
@@ -127,12 +128,17 @@ class SentinelSet:
             )
         self._spawn(port, ["redis-sentinel", str(conf)])
 
-    def start(self, report: Report, timeout: float = 30.0) -> None:
-        """Start what is not running: primary, replica, then the three sentinels."""
-        if self.running() and self.primary() is not None:
+    def start(self, report: Report, timeout: float = 30.0, fresh: bool = False) -> None:
+        """Start what is not running: primary, replica, then the three sentinels.
+
+        The data (append-only files) is kept from one start to the next, as a real
+        deployment keeps it; ``fresh`` starts from empty data (a test run)."""
+        if not fresh and self.running() and self.primary() is not None:
             report(f"redis-sentinel: already running ({self.sentinels}, primary {self.primary()})")
             return
         self.stop(lambda _m: None)
+        if fresh:
+            shutil.rmtree(self.dir, ignore_errors=True)
         for path in self.dir.glob("*/sentinel.conf"):
             path.unlink()
         self.dir.mkdir(parents=True, exist_ok=True)
