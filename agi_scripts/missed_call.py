@@ -7,6 +7,12 @@ the gateway is stopped. Dependencies: pyst2 and redis only.
 
     AGI(hotline/missed_call.py,REDIS_URL)
 
+REDIS_URL is a redis-py URL (``redis://[[user]:password@]host:port/db``) or,
+with Redis Sentinel, ``redis+sentinel://[[user]:password@]host:port,host:port/master/db``:
+the sentinels are asked for the primary of ``master`` (credentials and db are the
+primary's). Asterisk splits application arguments at commas, so the sentinel
+list arrives as several arguments: they are joined again.
+
 Writes, idempotently per call id:
   hotline:missed:calls   STREAM  one entry per missed call (for the callback dialer)
   hotline:missed:seen:ID STRING  guard so a re-run of the handler adds nothing
@@ -21,9 +27,13 @@ import json
 import os
 import sys
 import time
+from urllib.parse import unquote
 
 SPOOL = os.environ.get("HOTLINE_MISSED_SPOOL", "/var/spool/asterisk/hotline/missed.jsonl")
 PREFIX = "hotline"
+SENTINEL_SCHEME = "redis+sentinel://"
+#: seconds to connect and to answer, each sentinel and the primary (the hang-up handler must not linger)
+TIMEOUT = 1.0
 FIELDS = (
     "HOTLINE_CALL_ID",
     "QUEUESTATUS",
@@ -72,12 +82,53 @@ def build_record(agi, now: float) -> dict:
     }
 
 
+def redis_url_of(argv: list[str]) -> str:
+    """The REDIS_URL argument: Asterisk splits a redis+sentinel:// URL's sentinel list at its commas."""
+    return ",".join(argv[1:]) or "redis://127.0.0.1:6379/0"
+
+
+def parse_sentinel_url(url: str) -> dict:
+    """``redis+sentinel://[[user]:password@]host:port[,host:port…]/master[/db]`` → its parts; ValueError if bad."""
+    if not url.startswith(SENTINEL_SCHEME):
+        raise ValueError("not a redis+sentinel:// URL")
+    userinfo, _, rest = url[len(SENTINEL_SCHEME):].rpartition("@")
+    hosts, _, path = rest.partition("/")
+    names = [part for part in path.split("/") if part]
+    if not names or len(names) > 2 or (len(names) == 2 and not names[1].isdigit()):
+        raise ValueError("expected /master or /master/db after the sentinels")
+    sentinels = []
+    for entry in hosts.split(","):
+        host, _, port = entry.strip().rpartition(":")
+        if not host or not port.isdigit():
+            raise ValueError("a sentinel is not host:port")
+        sentinels.append((host.strip("[]"), int(port)))
+    username, _, password = userinfo.partition(":")
+    return {
+        "sentinels": sentinels, "master": names[0], "db": int(names[1]) if len(names) == 2 else 0,
+        "username": unquote(username) or None, "password": unquote(password) if password else None,
+    }
+
+
+def connect(redis_url: str):
+    """A redis-py client of ``redis_url``: the URL's server, or the primary the sentinels name."""
+    import redis
+
+    if not redis_url.startswith(SENTINEL_SCHEME):
+        return redis.Redis.from_url(redis_url, socket_timeout=TIMEOUT, socket_connect_timeout=TIMEOUT)
+    from redis.sentinel import Sentinel
+
+    parts = parse_sentinel_url(redis_url)
+    sentinel = Sentinel(parts["sentinels"], sentinel_kwargs={"socket_timeout": TIMEOUT,
+                                                             "socket_connect_timeout": TIMEOUT})
+    options = {"username": parts["username"]} if parts["username"] else {}
+    return sentinel.master_for(parts["master"], socket_timeout=TIMEOUT, socket_connect_timeout=TIMEOUT,
+                               db=parts["db"], password=parts["password"], **options)
+
+
 def store(redis_url: str, record: dict) -> str:
     """Redis first (idempotent); the spool file if Redis is away. Returns where it went."""
     try:
-        import redis
-
-        client = redis.Redis.from_url(redis_url, socket_timeout=1.0, socket_connect_timeout=1.0)
+        client = connect(redis_url)
         guard = f"{PREFIX}:missed:seen:{record['call_id']}"
         if not client.set(guard, "1", nx=True, ex=7 * 24 * 3600):
             return "duplicate"
@@ -101,7 +152,7 @@ def main(argv: list[str]) -> int:
 
     devnull = open(os.devnull, "w")
     agi = asterisk.agi.AGI(stderr=devnull)  # pyst2 prints its debugging to stderr
-    redis_url = argv[1] if len(argv) > 1 and argv[1] else "redis://127.0.0.1:6379/0"
+    redis_url = redis_url_of(argv)
     record = build_record(agi, time.time())
     where = store(redis_url, record)
     agi.verbose(f"hotline missed call {record['call_id']} from {mask(record['caller'])}: {where}", 2)

@@ -86,10 +86,16 @@ def _worker(config, args) -> int:
     from twisted.internet import reactor
 
     from gateway.logs import start_logging
+    from gateway.storage.redis_clients import SentinelError, check_sentinels
 
     from .service import run_worker
 
     start_logging(config.log.level, config.log.format)
+    try:
+        check_sentinels(config.redis)  # before the reactor runs (it blocks): wrong sentinels stop the start
+    except SentinelError as exc:
+        print(f"hotline-asr: worker cannot start: {exc}", file=sys.stderr)
+        return 1
     status = {"code": 0}
 
     def start() -> None:

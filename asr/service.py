@@ -10,7 +10,8 @@ from twisted.logger import Logger
 from twisted.python.threadpool import ThreadPool
 from twisted.web import resource, server
 
-from gateway.config import GatewayConfig
+from gateway.config import GatewayConfig, RedisConfig
+from gateway.storage.redis_clients import blocking_client
 from gateway.surveys.store import SurveyStore
 
 from .engine import VoskEngine
@@ -48,12 +49,11 @@ def build_site(registry: CollectorRegistry, worker: TranscriptionWorker) -> serv
     return server.Site(root)
 
 
-def redis_client(url: str, timeout: float):
-    import redis
-
+def redis_client(redis_config: RedisConfig):
+    """The worker's blocking client: the URL's server or the sentinels' primary."""
     # XREADGROUP blocks up to 1 s: the socket timeout must be longer than that
-    return redis.Redis.from_url(url, decode_responses=True, socket_timeout=max(timeout, 5.0),
-                                socket_connect_timeout=max(timeout, 2.0), health_check_interval=30)
+    return blocking_client(redis_config, timeout=max(redis_config.timeout, 5.0),
+                           connect_timeout=max(redis_config.timeout, 2.0), health_check_interval=30)
 
 
 def run_worker(config: GatewayConfig, reactor: Any, consumer: str | None = None) -> defer.Deferred:
@@ -71,7 +71,7 @@ def run_worker(config: GatewayConfig, reactor: Any, consumer: str | None = None)
     drafter.draft({"recording_id": "warm-up"}, "", 0.0, dt.datetime.now(ZoneInfo(config.flows.timezone)))
     registry = CollectorRegistry()
     metrics = AsrMetrics(registry)
-    client = redis_client(config.redis.url, config.redis.timeout)
+    client = redis_client(config.redis)
     consumer = consumer or consumer_name()
     decode_pool = ThreadPool(minthreads=1, maxthreads=1, name="asr-decode")
     decode_pool.start()

@@ -56,10 +56,12 @@ from twisted.internet import defer, endpoints, task
 
 from bench.ami_stream import percentile
 from gateway.ami.protocol import AmiProtocol
-from gateway.config import load_config
+from gateway.config import DEFAULT_MONITOR_NODE, load_config
 from gateway.monitor.service import build_monitor
 
 SECRET = "bench-flood"
+#: the monitor's ``node`` label (the bench sets no HOTLINE_MONITOR_NODE)
+NODE = {"node": DEFAULT_MONITOR_NODE}
 INTERVAL = 0.010
 
 
@@ -214,7 +216,7 @@ def stop_server(proc: subprocess.Popen) -> None:
 
 # -- phases --------------------------------------------------------------------------------------
 def handled(registry: CollectorRegistry) -> int:
-    return int(registry.get_sample_value("hotline_ami_events_total") or 0)
+    return int(registry.get_sample_value("hotline_ami_events_total", NODE) or 0)
 
 
 async def wait_for(reactor, condition, timeout: float, what: str) -> None:
@@ -241,10 +243,10 @@ async def bench(reactor, args, port: int) -> tuple[list[Phase], dict]:
         monitor.client.startService()
         await wait_for(reactor, lambda: monitor.client.logged_in, 15, "the AMI login")
         await wait_for(
-            reactor, lambda: sum(registry.get_sample_value("hotline_ami_resyncs_total", {"outcome": o}) or 0
+            reactor, lambda: sum(registry.get_sample_value("hotline_ami_resyncs_total", {**NODE, "outcome": o}) or 0
                                  for o in ("ok", "partial", "failed")) > 0, 15, "the resync",
         )
-        resync_ok = registry.get_sample_value("hotline_ami_resyncs_total", {"outcome": "ok"}) == 1
+        resync_ok = registry.get_sample_value("hotline_ami_resyncs_total", {**NODE, "outcome": "ok"}) == 1
         probe.start()
         await task.deferLater(reactor, 1.0, lambda: None)  # settle
 
@@ -284,12 +286,12 @@ async def bench(reactor, args, port: int) -> tuple[list[Phase], dict]:
         state = monitor.state
         meta = {
             "resync_ok": resync_ok,
-            "offered_calls": registry.get_sample_value("hotline_queue_calls_offered_total", {"queue": "12345"}),
+            "offered_calls": registry.get_sample_value("hotline_queue_calls_offered_total", {**NODE, "queue": "12345"}),
             "still_waiting": len(state.waiting_calls()),
             "ami_still_logged_in": monitor.client.logged_in,
-            "reconnects": registry.get_sample_value("hotline_ami_reconnects_total"),
-            "keepalive_timeouts": registry.get_sample_value("hotline_ami_keepalive_timeouts_total"),
-            "handler_errors": registry.get_sample_value("hotline_ami_handler_errors_total"),
+            "reconnects": registry.get_sample_value("hotline_ami_reconnects_total", NODE),
+            "keepalive_timeouts": registry.get_sample_value("hotline_ami_keepalive_timeouts_total", NODE),
+            "handler_errors": registry.get_sample_value("hotline_ami_handler_errors_total", NODE),
             "gc_tracked_objects": len(gc.get_objects()),
             "gc_frozen_objects": gc.get_freeze_count(),
         }

@@ -64,6 +64,7 @@ sys.path.insert(0, str(REPO))
 
 from bench.ami_stream import BANNER, Stream, build_stream, chunks
 from gateway.ami import codec
+from gateway.config import DEFAULT_MONITOR_NODE
 
 READ = 4096
 
@@ -184,9 +185,10 @@ class ClientSession:
         return self.seen[0] - before
 
     def check(self) -> dict:
+        node = {"node": DEFAULT_MONITOR_NODE}  # the bench sets no HOTLINE_MONITOR_NODE
         return {
-            "offered": self.registry.get_sample_value("hotline_queue_calls_offered_total", {"queue": "12345"}),
-            "handled": self.registry.get_sample_value("hotline_ami_events_total"),
+            "offered": self.registry.get_sample_value("hotline_queue_calls_offered_total", {**node, "queue": "12345"}),
+            "handled": self.registry.get_sample_value("hotline_ami_events_total", node),
         }
 
 

@@ -32,6 +32,7 @@ from .scripts.bench import bench_script
 from .monitor.checkpoint import RedisCheckpointStore
 from .monitor.service import Monitor, build_monitor, queue_log_reader
 from .storage.flow_store import RedisFlowServices
+from .storage.redis_clients import SentinelError, blocking_client, check_sentinels, sentinels_of
 from .storage.redis_store import RedisCallStore
 from .storage.resp import RespClient
 
@@ -76,17 +77,11 @@ def build_scripts(library: FlowLibrary, enable_bench: bool = False) -> ScriptReg
 
 
 def build_gateway(reactor, config: GatewayConfig, enable_bench: bool = False) -> Gateway:
-    import redis  # the blocking client, used only from the thread pool (not for call records)
-
     registry = CollectorRegistry()
     metrics = GatewayMetrics(registry)
     pool = ThreadPool(minthreads=1, maxthreads=config.redis.threads, name="redis")
-    client = redis.Redis.from_url(
-        config.redis.url,
-        socket_timeout=config.redis.timeout,
-        socket_connect_timeout=config.redis.timeout,
-        decode_responses=True,
-    )
+    # the blocking client, used only from the thread pool (not for call records)
+    client = blocking_client(config.redis, timeout=config.redis.timeout)
 
     def run_blocking(fn):
         return deferToThreadPool(reactor, pool, fn)
@@ -108,7 +103,8 @@ def build_gateway(reactor, config: GatewayConfig, enable_bench: bool = False) ->
     # Call records (two writes per call) go through a non-blocking pipeline
     # client on the reactor: no worker thread, no hand-off, no GIL contention.
     records_client = RespClient(
-        config.redis.url, reactor=reactor, timeout=config.redis.timeout, connect_timeout=config.redis.timeout
+        config.redis.url, reactor=reactor, sentinels=sentinels_of(config.redis), timeout=config.redis.timeout,
+        connect_timeout=config.redis.timeout,
     )
     store = RedisCallStore(
         records_client.execute,
@@ -145,7 +141,8 @@ def build_gateway(reactor, config: GatewayConfig, enable_bench: bool = False) ->
             endpoint=ami_endpoint,
             registry=registry,
             read_queue_log=queue_log_reader(config.monitor.queue_log, deferToThread),
-            checkpoints=RedisCheckpointStore(client, run_blocking, config.redis.key_prefix),
+            checkpoints=RedisCheckpointStore(client, run_blocking, config.redis.key_prefix,
+                                             node=config.monitor.node_label()),
         )
     else:
         log.warn("No AMI secret (HOTLINE_AMI_SECRET[_FILE]): queue monitoring is off; FastAGI still serves calls")
@@ -237,7 +234,8 @@ def build_dialer(reactor, config: GatewayConfig, client, run_blocking, registry:
         return {queue: QueueLoad(view.available, view.waiting)
                 for queue, view in state.queue_views(reactor.seconds()).items()}
 
-    store = JobStore(client, key_prefix=prefix)
+    # an attempt in progress is settled from the AstDB of the node it was placed on (several nodes)
+    store = JobStore(client, key_prefix=prefix, node=config.monitor.node_label())
     pacer = Pacer({d.trunk: TrunkLimit(d.trunk_channels, d.inbound_reserve, d.max_outbound, d.calls_per_second)},
                   trunk_channels, queue_loads, agent_margin=d.agent_margin)
     policy = NumberPolicy.from_text(d.allowed_kinds, d.local_area_code)
@@ -266,9 +264,10 @@ def build_dialer(reactor, config: GatewayConfig, client, run_blocking, registry:
             clock=reactor, run_blocking=run_blocking, store=store, policy=policy, metrics=CallbackMetrics(registry),
             settings=CallbackSettings(mode=c.mode, queue=c.queue, caller_id=c.caller_id, min_wait=c.min_wait,
                                       merge_window=c.merge_window, expiry=c.expiry),
-            count_connected=lambda queue: monitor.metrics.queue.callbacks_connected.labels(queue=queue).inc(),
+            count_connected=monitor.metrics.queue.callback_connected,
         )
         state.add_abandon_listener(callbacks.on_abandon)
+        state.add_lost_listener(callbacks.on_lost)
         state.add_answer_listener(callbacks.on_answered)
         dialer.add_attempt_listener(callbacks.on_attempt)
         dialer.add_final_listener(callbacks.on_final)
@@ -439,6 +438,10 @@ def _run(args: argparse.Namespace) -> int:
 
     config = load_config(args.config)
     start_logging(config.log.level, config.log.format)
+    # before the reactor runs (it blocks): wrong or unreachable sentinels stop the start here
+    primary = check_sentinels(config.redis)
+    if primary is not None:
+        log.info("Redis primary {host}:{port} (as the sentinels say)", host=primary[0], port=primary[1])
     gateway = build_gateway(reactor, config, enable_bench=args.bench)
     tune_gc()
     gateway.services.startService()
@@ -476,15 +479,13 @@ def _callbacks(args: argparse.Namespace) -> int:
     ``dnc [add] NUMBER``, ``dnc remove NUMBER``, ``dnc list``: the do-not-call list (shown masked)."""
     import time
 
-    import redis
-
     from .callbacks.service import CALLBACK_CAMPAIGN, job_id_for
     from .dialer.jobs import JobStore, NewJob
     from .dialer.policy import NumberPolicy, national_digits
     from .masking import mask_number
 
     config = load_config(args.config)
-    client = redis.Redis.from_url(config.redis.url, socket_timeout=5, decode_responses=True)
+    client = blocking_client(config.redis, timeout=5)
     store = JobStore(client, key_prefix=config.redis.key_prefix, owner="console")
     now = time.time()
     if args.action == "list":
@@ -570,6 +571,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"hotline-gateway: configuration error: {exc}", file=sys.stderr)
         return 2
+    except SentinelError as exc:
+        print(f"hotline-gateway: cannot start: {exc}", file=sys.stderr)
+        return 1
     except FlowError as exc:
         print("hotline-gateway: flow errors:\n" + "\n".join(f"  {p}" for p in exc.problems), file=sys.stderr)
         return 2

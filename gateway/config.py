@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -24,7 +25,11 @@ __all__ = ["ConfigError", "GatewayConfig", "load_config"]
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SECRET_FIELDS = {("ami", "secret"), ("asr", "webhook_token"), ("callbacks", "api_token"), ("surveys", "api_token"),
-                 ("surveys", "webhook_token")}
+                 ("surveys", "webhook_token"), ("redis", "sentinel_password")}
+#: the ``node`` label of the monitor's metrics when ``monitor.node`` is empty: the first Asterisk node's
+#: name, so a single-PBX stack's series keep their labels when a second node (ast2) is added
+DEFAULT_MONITOR_NODE = "ast1"
+_NODE_NAME = re.compile(r"[A-Za-z0-9_.-]{1,32}")
 
 
 class ConfigError(ValueError):
@@ -65,6 +70,14 @@ class RedisConfig:
     backlog: int = 50000
     retry_interval: float = 5.0
     threads: int = 4
+    #: Redis Sentinel: "host:port,host:port" ("" = none: connect to the URL's host). With sentinels
+    #: every client asks them for the primary at each (re)connection; the URL then gives only the
+    #: database and the primary's credentials, its host and port are ignored
+    sentinels: str = ""
+    #: the name the sentinels monitor the primary under
+    sentinel_master: str = "hotline"
+    #: the sentinels' own password: environment only (HOTLINE_REDIS_SENTINEL_PASSWORD[_FILE])
+    sentinel_password: str = field(default="", repr=False)
 
 
 @dataclass(frozen=True)
@@ -109,6 +122,13 @@ class MonitorConfig:
     checkpoint_interval: float = 10.0
     #: finished calls remembered so a replay or resync never counts them twice
     retention: int = 100_000
+    #: the Asterisk node this gateway's AMI session watches: the ``node`` label of every queue, trunk and
+    #: AMI metric, and the name of its restart checkpoint; set per gateway (ast1, ast2 …), one gateway per
+    #: node ("" = DEFAULT_MONITOR_NODE)
+    node: str = ""
+
+    def node_label(self) -> str:
+        return self.node or DEFAULT_MONITOR_NODE
 
     def trunk_names(self) -> tuple[str, ...]:
         return tuple(name.strip() for name in self.trunks.split(",") if name.strip())
@@ -432,11 +452,14 @@ def _validate(config: GatewayConfig) -> None:
         )
     if config.monitor.retention < 1:
         raise ConfigError("monitor.retention must be positive")
+    if config.monitor.node and not _NODE_NAME.fullmatch(config.monitor.node):
+        raise ConfigError(f"monitor.node: {config.monitor.node!r} is not 1-32 of A-Z a-z 0-9 _ . -")
     config.monitor.capacities()
     _validate_dialer(config)
     if config.log.format not in ("text", "json"):
         raise ConfigError("log.format must be text or json")
     _validate_redis_url(config.redis.url)
+    _validate_sentinels(config.redis)
     _validate_asr(config.asr)
     _validate_surveys(config)
 
@@ -449,6 +472,19 @@ def _validate_redis_url(url: str) -> None:
         parse_redis_url(url)
     except ValueError as exc:
         raise ConfigError(f"redis.url: {exc}") from None
+
+
+def _validate_sentinels(redis: RedisConfig) -> None:
+    """Each sentinel host:port, the master name; with sentinels the URL must name a TCP scheme."""
+    from .storage.redis_url import parse_redis_url, parse_sentinels
+
+    try:
+        sentinels = parse_sentinels(redis.sentinels, redis.sentinel_master)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    if sentinels is not None and parse_redis_url(redis.url).scheme == "unix":
+        raise ConfigError("redis.url: with redis.sentinels it must be redis:// or rediss:// (its db and password "
+                          "are used; host and port come from the sentinels)")
 
 
 def _validate_surveys(config: GatewayConfig) -> None:

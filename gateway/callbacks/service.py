@@ -160,6 +160,20 @@ class CallbackService:
                                         error=f.getErrorMessage()))
         return d
 
+    def on_lost(self, call: AbandonedCall) -> defer.Deferred | None:
+        """The monitor's lost-call listener: a citizen who was waiting in a queue when the call
+        vanished unseen (the Asterisk node went down) is called back like an abandon."""
+        if call.uniqueid.startswith(ATTEMPT_PREFIX):
+            self.metrics.ignored.labels(reason="callback-leg").inc()
+            return None
+        d = defer.Deferred.fromCoroutine(self.schedule(
+            source="lost", call_id=call.uniqueid, caller=call.caller, original_at=call.joined_at,
+            queue=call.queue, details={"lost_at": call.abandoned_at, "wait": round(call.wait, 1)},
+        ))
+        d.addErrback(lambda f: log.warn("callback for {call_id} not stored: {error}", call_id=call.uniqueid,
+                                        error=f.getErrorMessage()))
+        return d
+
     # -- cancellation -----------------------------------------------------------------------------
     async def cancel_for_number(self, caller: str, reason: str) -> dict[str, int]:
         """Cancel every open callback of the number (one atomic step); job id → 2 cancelled,

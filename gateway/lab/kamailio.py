@@ -142,6 +142,11 @@ class KamailioProcess:
         except LabError:
             return {}
 
+    def set_state(self, uri: str, state: str) -> None:
+        """``dispatcher.set_state``: ``ap`` active (probed), ``ip`` inactive, ``d`` admin-disabled
+        (kept out of rotation whatever the probes say)."""
+        self.kamcmd("dispatcher.set_state", state, "1", uri)
+
     def wait_active(self, uris: Iterable[str], timeout: float) -> dict[str, str]:
         """Until every one of ``uris`` is active (probed alive) in the dispatcher."""
         wanted = list(uris)

@@ -114,7 +114,9 @@ class CheckpointObserver(TypingProtocol):
 
 
 class RedisCheckpointStore:
-    """One Redis string, ``<prefix>:monitor:checkpoint``, read and written in ``run_blocking``."""
+    """One Redis string per Asterisk node, ``<prefix>:monitor:checkpoint:<node>``, read and written in
+    ``run_blocking``: the gateways of a cluster share one Redis, and each resumes only its own node's
+    queue_log and open calls."""
 
     def __init__(
         self,
@@ -122,10 +124,12 @@ class RedisCheckpointStore:
         run_blocking: Callable[[Callable[[], Any]], defer.Deferred],
         key_prefix: str = "hotline",
         ttl: int = 7 * 24 * 3600,
+        *,
+        node: str,
     ) -> None:
         self._client = client
         self._run = run_blocking
-        self.key = f"{key_prefix}:monitor:checkpoint"
+        self.key = f"{key_prefix}:monitor:checkpoint:{node}"
         #: a checkpoint older than this is not worth replaying from (and queue_log may have rotated)
         self.ttl = ttl
 

@@ -4,7 +4,11 @@ Declared against an injected ``CollectorRegistry`` (like ``gateway.metrics``).
 Names are ``hotline_*`` in base units (seconds); counters are exposed with
 ``_total``. Labels are ``queue``, ``trunk``, ``outcome``, ``cause`` (a fixed
 set, see ``model.HANGUP_CAUSES``) and ``operation`` (load/save) only — never a
-number, channel or position.
+number, channel or position — and on every metric of this module ``node``:
+the Asterisk node whose AMI session this monitor watches (``monitor.node``,
+one value per gateway process). Each node is watched by exactly one gateway,
+so summing ``without (node)`` (the recording rules' ``by (queue)``) counts
+every call of the cluster once.
 
 * :class:`QueueMetrics` — the model's :class:`~gateway.monitor.model.OutcomeSink`:
   per-queue counters and wait/talk histograms, trunk call outcomes, and the
@@ -18,6 +22,7 @@ number, channel or position.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from typing import Generic, TypeVar
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily
@@ -25,74 +30,91 @@ from prometheus_client.registry import Collector
 
 from .model import DIAL_OUTCOMES, HANGUP_CAUSE_LABELS, HotlineState
 
-__all__ = ["WAIT_BUCKETS", "AmiMetrics", "MonitorMetrics", "QueueMetrics", "StateCollector"]
+__all__ = ["WAIT_BUCKETS", "AmiMetrics", "MonitorMetrics", "OnNode", "QueueMetrics", "StateCollector"]
 
 #: Queue wait buckets: 15 s is the GB/T 33358 answer target, 5 s the default 秒挂 threshold.
 WAIT_BUCKETS = (1, 2, 3, 5, 10, 15, 20, 30, 45, 60, 90, 120, 180, 300, 600, 1200)
 TALK_BUCKETS = (15, 30, 60, 120, 180, 300, 450, 600, 900, 1200, 1800, 3600)
 
+_M = TypeVar("_M", Counter, Gauge, Histogram)
+
+
+class OnNode(Generic[_M]):
+    """A metric whose first label, ``node``, is fixed: ``metric(queue)`` is this node's child.
+
+    Children are cached by their other label values: one dict lookup per increment on the
+    hot path (``labels()`` checks its arguments and takes a lock on every call).
+    """
+
+    __slots__ = ("metric", "node", "_children")
+
+    def __init__(self, metric: _M, node: str) -> None:
+        self.metric = metric
+        self.node = node
+        self._children: dict[tuple[str, ...], _M] = {}
+
+    def __call__(self, *values: str) -> _M:
+        child = self._children.get(values)
+        if child is None:
+            child = self._children[values] = self.metric.labels(self.node, *values)
+        return child
+
 
 class QueueMetrics:
-    """Counters and histograms fed by the model (one increment per counted outcome)."""
+    """Counters and histograms fed by the model (one increment per counted outcome), on ``node``."""
 
-    def __init__(self, registry: CollectorRegistry) -> None:
-        self.offered = Counter(
-            "hotline_queue_calls_offered", "Calls offered to a queue (each call once, re-entries included)",
-            ["queue"], registry=registry,
+    def __init__(self, registry: CollectorRegistry, *, node: str) -> None:
+        def counter(name: str, documentation: str, *labels: str) -> OnNode[Counter]:
+            return OnNode(Counter(name, documentation, ["node", *labels], registry=registry), node)
+
+        def histogram(name: str, documentation: str, buckets: tuple[float, ...], *labels: str) -> OnNode[Histogram]:
+            return OnNode(Histogram(name, documentation, ["node", *labels], buckets=buckets, registry=registry), node)
+
+        self.offered = counter(
+            "hotline_queue_calls_offered", "Calls offered to a queue (each call once, re-entries included)", "queue"
         )
-        self.answered = Counter(
-            "hotline_queue_calls_answered", "Queue calls answered by an agent", ["queue"], registry=registry
-        )
-        self.answered_within_sl = Counter(
+        self.answered = counter("hotline_queue_calls_answered", "Queue calls answered by an agent", "queue")
+        self.answered_within_sl = counter(
             "hotline_queue_calls_answered_within_sl",
-            "Queue calls answered within the service level (15 s by default) of their first queue entry",
-            ["queue"], registry=registry,
+            "Queue calls answered within the service level (15 s by default) of their first queue entry", "queue",
         )
-        self.abandoned = Counter(
-            "hotline_queue_calls_abandoned", "Queue calls whose caller hung up before an agent answered",
-            ["queue"], registry=registry,
+        self.abandoned = counter(
+            "hotline_queue_calls_abandoned", "Queue calls whose caller hung up before an agent answered", "queue"
         )
-        self.short_abandoned = Counter(
+        self.short_abandoned = counter(
             "hotline_queue_calls_short_abandoned",
-            "Abandoned calls that waited less than the short-abandon (秒挂) threshold",
-            ["queue"], registry=registry,
+            "Abandoned calls that waited less than the short-abandon (秒挂) threshold", "queue",
         )
-        self.untracked = Counter(
+        self.untracked = counter(
             "hotline_queue_calls_untracked",
             "Queue calls that ended unseen — while AMI was away with no queue_log record of how, or with their "
-            "end event dropped by Asterisk (should stay 0)",
-            ["queue"], registry=registry,
+            "end event dropped by Asterisk (should stay 0)", "queue",
         )
-        self.wait = Histogram(
-            "hotline_queue_wait_seconds", "Wait from the first queue entry to answer or abandon",
-            ["queue", "outcome"], buckets=WAIT_BUCKETS, registry=registry,
+        self.wait = histogram(
+            "hotline_queue_wait_seconds", "Wait from the first queue entry to answer or abandon", WAIT_BUCKETS,
+            "queue", "outcome",
         )
-        self.talk = Histogram(
-            "hotline_queue_talk_seconds", "Talk time of answered queue calls (AgentComplete)",
-            ["queue"], buckets=TALK_BUCKETS, registry=registry,
+        self.talk = histogram(
+            "hotline_queue_talk_seconds", "Talk time of answered queue calls (AgentComplete)", TALK_BUCKETS, "queue"
         )
-        self.agent_rings = Counter(
-            "hotline_queue_agent_rings", "Times a queue call rang an agent (AgentCalled)", ["queue"],
-            registry=registry,
+        self.agent_rings = counter(
+            "hotline_queue_agent_rings", "Times a queue call rang an agent (AgentCalled)", "queue"
         )
-        self.ring_no_answer = Counter(
-            "hotline_queue_agent_ring_no_answer", "Agent rings not answered (AgentRingNoAnswer)", ["queue"],
-            registry=registry,
+        self.ring_no_answer = counter(
+            "hotline_queue_agent_ring_no_answer", "Agent rings not answered (AgentRingNoAnswer)", "queue"
         )
-        self.callbacks_connected = Counter(
+        self.callbacks_connected = counter(
             "hotline_callbacks_connected",
-            "Abandoned calls whose callback reached the citizen (incremented by the callback dialer)",
-            ["queue"], registry=registry,
+            "Abandoned calls whose callback reached the citizen (incremented by the callback dialer, on the "
+            "node that carried the callback)", "queue",
         )
-        self.trunk_calls = Counter(
-            "hotline_trunk_outbound_calls", "Calls dialled out through a trunk, by Dial() outcome",
-            ["trunk", "outcome"], registry=registry,
+        self.trunk_calls = counter(
+            "hotline_trunk_outbound_calls", "Calls dialled out through a trunk, by Dial() outcome", "trunk", "outcome"
         )
-        self.trunk_failures = Counter(
+        self.trunk_failures = counter(
             "hotline_trunk_outbound_failures",
             "Calls dialled out through a trunk and not answered (Dial() cancels by our side excluded), "
-            "by the Q.850 hangup cause of the trunk channel, grouped",
-            ["trunk", "cause"], registry=registry,
+            "by the Q.850 hangup cause of the trunk channel, grouped", "trunk", "cause",
         )
 
     # -- OutcomeSink ---------------------------------------------------------------
@@ -100,52 +122,55 @@ class QueueMetrics:
         """Create every per-queue series at 0, so rates are defined from the first call."""
         for counter in (self.offered, self.answered, self.answered_within_sl, self.abandoned,
                         self.short_abandoned, self.untracked, self.agent_rings, self.ring_no_answer,
-                        self.callbacks_connected):
-            counter.labels(queue=queue)
+                        self.callbacks_connected, self.talk):
+            counter(queue)
         for outcome in ("answered", "abandoned"):
-            self.wait.labels(queue=queue, outcome=outcome)
-        self.talk.labels(queue=queue)
+            self.wait(queue, outcome)
 
     def offered_call(self, queue: str) -> None:
-        self.offered.labels(queue=queue).inc()
+        self.offered(queue).inc()
 
     def answered_call(self, queue: str, wait: float, within_service_level: bool) -> None:
-        self.answered.labels(queue=queue).inc()
+        self.answered(queue).inc()
         if within_service_level:
-            self.answered_within_sl.labels(queue=queue).inc()
-        self.wait.labels(queue=queue, outcome="answered").observe(wait)
+            self.answered_within_sl(queue).inc()
+        self.wait(queue, "answered").observe(wait)
 
     def abandoned_call(self, queue: str, wait: float, short: bool) -> None:
-        self.abandoned.labels(queue=queue).inc()
+        self.abandoned(queue).inc()
         if short:
-            self.short_abandoned.labels(queue=queue).inc()
-        self.wait.labels(queue=queue, outcome="abandoned").observe(wait)
+            self.short_abandoned(queue).inc()
+        self.wait(queue, "abandoned").observe(wait)
 
     def untracked_call(self, queue: str) -> None:
-        self.untracked.labels(queue=queue).inc()
+        self.untracked(queue).inc()
 
     def agent_rung(self, queue: str) -> None:
-        self.agent_rings.labels(queue=queue).inc()
+        self.agent_rings(queue).inc()
 
     def ring_not_answered(self, queue: str) -> None:
-        self.ring_no_answer.labels(queue=queue).inc()
+        self.ring_no_answer(queue).inc()
 
     def completed(self, queue: str, talk_time: float) -> None:
-        self.talk.labels(queue=queue).observe(talk_time)
+        self.talk(queue).observe(talk_time)
+
+    def callback_connected(self, queue: str) -> None:
+        """A callback of an abandoned call of ``queue`` reached the citizen (the callback service's hook)."""
+        self.callbacks_connected(queue).inc()
 
     def trunk_call(self, trunk: str, outcome: str) -> None:
-        self.trunk_calls.labels(trunk=trunk, outcome=outcome).inc()
+        self.trunk_calls(trunk, outcome).inc()
 
     def trunk_failure(self, trunk: str, cause: str) -> None:
-        self.trunk_failures.labels(trunk=trunk, cause=cause).inc()
+        self.trunk_failures(trunk, cause).inc()
 
     def trunk_seen(self, trunk: str) -> None:
         """Create the trunk's outcome series at 0: ``increase()`` cannot see the increment
         that creates a series, so a first answered call would otherwise count as nothing."""
         for outcome in (*DIAL_OUTCOMES.values(), "other"):
-            self.trunk_calls.labels(trunk=trunk, outcome=outcome)
+            self.trunk_calls(trunk, outcome)
         for cause in HANGUP_CAUSE_LABELS:
-            self.trunk_failures.labels(trunk=trunk, cause=cause)
+            self.trunk_failures(trunk, cause)
 
 
 class _Sink:
@@ -189,7 +214,7 @@ class _Sink:
 
 
 class StateCollector(Collector):
-    """Live gauges, computed from the model at scrape time."""
+    """Live gauges, computed from the model at scrape time (labelled with ``node``)."""
 
     _QUEUE_GAUGES = (
         ("hotline_queue_callers_waiting", "Callers waiting in the queue now", "waiting"),
@@ -201,13 +226,14 @@ class StateCollector(Collector):
         ("hotline_queue_members_in_call", "Queue members on a call", "in_call"),
     )
 
-    def __init__(self, state: HotlineState, now: Callable[[], float]) -> None:
+    def __init__(self, state: HotlineState, now: Callable[[], float], *, node: str) -> None:
         self.state = state
         self.now = now
+        self.node = node
 
     def _families(self) -> dict[str, GaugeMetricFamily]:
         families = {
-            name: GaugeMetricFamily(name, doc, labels=["queue"]) for name, doc, _ in self._QUEUE_GAUGES
+            name: GaugeMetricFamily(name, doc, labels=["node", "queue"]) for name, doc, _ in self._QUEUE_GAUGES
         }
         for name, doc in (
             ("hotline_trunk_registered", "1 if the trunk's outbound registration is Registered"),
@@ -216,9 +242,9 @@ class StateCollector(Collector):
             ("hotline_trunk_channels_in_use", "Channels up on the trunk now"),
             ("hotline_trunk_channels_capacity", "Configured channel capacity of the trunk"),
         ):
-            families[name] = GaugeMetricFamily(name, doc, labels=["trunk"])
+            families[name] = GaugeMetricFamily(name, doc, labels=["node", "trunk"])
         families["hotline_channels_active"] = GaugeMetricFamily(
-            "hotline_channels_active", "Asterisk channels up now (all kinds)"
+            "hotline_channels_active", "Asterisk channels up now (all kinds)", labels=["node"]
         )
         return families
 
@@ -227,60 +253,60 @@ class StateCollector(Collector):
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
         families = self._families()
+        node = self.node
         for queue, view in self.state.queue_views(self.now()).items():
             for name, _, attribute in self._QUEUE_GAUGES:
-                families[name].add_metric([queue], float(getattr(view, attribute)))
+                families[name].add_metric([node, queue], float(getattr(view, attribute)))
         for trunk, view in self.state.trunk_views().items():
+            labels = [node, trunk]
             if view.registered is not None:
-                families["hotline_trunk_registered"].add_metric([trunk], float(view.registered))
+                families["hotline_trunk_registered"].add_metric(labels, float(view.registered))
             if view.reachable is not None:
-                families["hotline_trunk_reachable"].add_metric([trunk], float(view.reachable))
+                families["hotline_trunk_reachable"].add_metric(labels, float(view.reachable))
             if view.rtt is not None:
-                families["hotline_trunk_rtt_seconds"].add_metric([trunk], view.rtt)
-            families["hotline_trunk_channels_in_use"].add_metric([trunk], float(view.channels))
+                families["hotline_trunk_rtt_seconds"].add_metric(labels, view.rtt)
+            families["hotline_trunk_channels_in_use"].add_metric(labels, float(view.channels))
             if view.capacity is not None:
-                families["hotline_trunk_channels_capacity"].add_metric([trunk], float(view.capacity))
-        families["hotline_channels_active"].add_metric([], float(self.state.active_channels))
+                families["hotline_trunk_channels_capacity"].add_metric(labels, float(view.capacity))
+        families["hotline_channels_active"].add_metric([node], float(self.state.active_channels))
         return iter(families.values())
 
 
 class AmiMetrics:
-    """The AMI client's :class:`~gateway.ami.client.AmiObserver` and the resync's observer."""
+    """The AMI client's :class:`~gateway.ami.client.AmiObserver` and the resync's observer, on ``node``."""
 
-    def __init__(self, registry: CollectorRegistry) -> None:
-        self.connected_gauge = Gauge("hotline_ami_connected", "1 while the AMI session is logged in", registry=registry)
-        self.reconnects = Counter(
-            "hotline_ami_reconnects", "AMI sessions re-established after a loss", registry=registry
+    def __init__(self, registry: CollectorRegistry, *, node: str) -> None:
+        def counter(name: str, documentation: str) -> Counter:
+            return Counter(name, documentation, ["node"], registry=registry).labels(node)
+
+        self.connected_gauge = Gauge(
+            "hotline_ami_connected", "1 while the AMI session is logged in", ["node"], registry=registry
+        ).labels(node)
+        self.reconnects = counter("hotline_ami_reconnects", "AMI sessions re-established after a loss")
+        self.login_failures = counter("hotline_ami_login_failures", "AMI logins refused or timed out")
+        self.keepalive_timeouts = counter(
+            "hotline_ami_keepalive_timeouts", "AMI connections dropped because Ping went unanswered"
         )
-        self.login_failures = Counter(
-            "hotline_ami_login_failures", "AMI logins refused or timed out", registry=registry
+        self.events = counter("hotline_ami_events", "AMI events handled (subscribed ones)")
+        self.handler_errors = counter(
+            "hotline_ami_handler_errors", "AMI event handlers that raised (the event was skipped)"
         )
-        self.keepalive_timeouts = Counter(
-            "hotline_ami_keepalive_timeouts", "AMI connections dropped because Ping went unanswered",
-            registry=registry,
-        )
-        self.events = Counter("hotline_ami_events", "AMI events handled (subscribed ones)", registry=registry)
-        self.handler_errors = Counter(
-            "hotline_ami_handler_errors", "AMI event handlers that raised (the event was skipped)",
-            registry=registry,
-        )
-        self.resyncs = Counter(
+        self.resyncs = OnNode(Counter(
             "hotline_ami_resyncs", "State resynchronisations after a (re)connect, by outcome (ok, partial, failed)",
-            ["outcome"], registry=registry,
+            ["node", "outcome"], registry=registry,
+        ), node)
+        self.replayed_entries = counter(
+            "hotline_queue_log_replayed_entries", "queue_log entries replayed after a reconnect or a restart"
         )
-        self.replayed_entries = Counter(
-            "hotline_queue_log_replayed_entries", "queue_log entries replayed after a reconnect or a restart",
-            registry=registry,
-        )
-        self.checkpoint_failures = Counter(
+        self.checkpoint_failures = OnNode(Counter(
             "hotline_monitor_checkpoint_failures",
             "Reads (at start) and writes of the monitor's restart checkpoint in Redis that failed",
-            ["operation"], registry=registry,
-        )
+            ["node", "operation"], registry=registry,
+        ), node)
         for outcome in ("ok", "partial", "failed"):
-            self.resyncs.labels(outcome=outcome)
+            self.resyncs(outcome)
         for operation in ("load", "save"):
-            self.checkpoint_failures.labels(operation=operation)
+            self.checkpoint_failures(operation)
 
     # -- AmiObserver -------------------------------------------------------------------
     def connected(self, up: bool) -> None:
@@ -304,24 +330,26 @@ class AmiMetrics:
 
     # -- ResyncObserver ---------------------------------------------------------------------------
     def resynced(self, outcome: str) -> None:
-        self.resyncs.labels(outcome=outcome).inc()
+        self.resyncs(outcome).inc()
 
     def replayed(self, entries: int) -> None:
         self.replayed_entries.inc(entries)
 
     # -- CheckpointObserver ---------------------------------------------------------------------
     def checkpoint_failed(self, operation: str) -> None:
-        self.checkpoint_failures.labels(operation=operation).inc()
+        self.checkpoint_failures(operation).inc()
 
 
 class MonitorMetrics:
-    """Everything of this package on one registry: ``.queue``, ``.ami``, ``.sink``, and the collector."""
+    """Everything of this package on one registry, labelled ``node``: ``.queue``, ``.ami``, ``.sink``,
+    and the collector."""
 
     def __init__(self, registry: CollectorRegistry, state: HotlineState | None = None,
-                 now: Callable[[], float] | None = None) -> None:
+                 now: Callable[[], float] | None = None, *, node: str) -> None:
         self.registry = registry
-        self.queue = QueueMetrics(registry)
-        self.ami = AmiMetrics(registry)
+        self.node = node
+        self.queue = QueueMetrics(registry, node=node)
+        self.ami = AmiMetrics(registry, node=node)
         self.sink = _Sink(self.queue)
         self.collector: StateCollector | None = None
         if state is not None:
@@ -331,6 +359,6 @@ class MonitorMetrics:
         """Export ``state``'s live gauges (once per registry)."""
         if self.collector is not None:
             raise ValueError("a state is already exported on this registry")
-        self.collector = StateCollector(state, now)
+        self.collector = StateCollector(state, now, node=self.node)
         self.registry.register(self.collector)
         return self.collector

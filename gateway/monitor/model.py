@@ -31,10 +31,33 @@ from __future__ import annotations
 
 from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
-from typing import Protocol as TypingProtocol
 
 from twisted.logger import Logger
+
+from .records import (
+    DEVICE_UNKNOWN,
+    DIAL_OUTCOMES,
+    HANGUP_CAUSE_LABELS,
+    AbandonedCall,
+    MemberSnapshot,
+    NullSink,
+    OpenCall,
+    OutcomeSink,
+    QueueSnapshot,
+    QueueView,
+    Registration,
+    TrunkView,
+    WaitingEntry,
+    _NOT_FAILURES,
+    _bounded,
+    _Call,
+    _Channel,
+    _Contact,
+    _Hint,
+    _Member,
+    hangup_cause_label,
+    trunk_of_channel,
+)
 
 __all__ = [
     "AbandonedCall",
@@ -53,280 +76,6 @@ __all__ = [
 ]
 
 log = Logger()
-
-# Asterisk device states (QueueMemberStatus ``Status``).
-DEVICE_UNKNOWN, DEVICE_NOT_INUSE, DEVICE_INUSE, DEVICE_BUSY = 0, 1, 2, 3
-DEVICE_INVALID, DEVICE_UNAVAILABLE, DEVICE_RINGING, DEVICE_RINGINUSE, DEVICE_ONHOLD = 4, 5, 6, 7, 8
-_NOT_LOGGED_IN = {DEVICE_INVALID, DEVICE_UNAVAILABLE}
-_ON_A_CALL = {DEVICE_INUSE, DEVICE_BUSY, DEVICE_RINGINUSE, DEVICE_ONHOLD}
-_AVAILABLE = {DEVICE_UNKNOWN, DEVICE_NOT_INUSE}
-
-#: Dial() outcomes kept as label values; anything else is "other".
-DIAL_OUTCOMES = {
-    "ANSWER": "answer",
-    "BUSY": "busy",
-    "NOANSWER": "noanswer",
-    "CANCEL": "cancel",
-    "CONGESTION": "congestion",
-    "CHANUNAVAIL": "chanunavail",
-}
-
-#: Dial() outcomes that are not a trunk failure: answered, or given up by our side.
-_NOT_FAILURES = {"ANSWER", "CANCEL"}
-
-#: Q.850 hangup causes (the Hangup event's ``Cause``) → the few labels kept; anything else is "other".
-HANGUP_CAUSES = {
-    16: "normal", 31: "normal",
-    17: "busy",
-    18: "no_answer", 19: "no_answer",
-    21: "rejected",
-    1: "unallocated_number", 22: "unallocated_number", 28: "unallocated_number",
-    27: "network_out_of_order", 38: "network_out_of_order", 41: "network_out_of_order",
-    34: "congestion", 42: "congestion", 44: "congestion", 47: "congestion",
-}
-HANGUP_CAUSE_LABELS = (*sorted(set(HANGUP_CAUSES.values())), "other")
-
-
-def hangup_cause_label(cause: int | None) -> str:
-    """A Q.850 cause code → its label (``other`` for an unknown, missing or 0 cause)."""
-    return HANGUP_CAUSES.get(cause, "other") if cause is not None else "other"
-
-
-class OutcomeSink(TypingProtocol):
-    """Where counted outcomes go (implemented by ``metrics.QueueMetrics``)."""
-
-    def queue_seen(self, queue: str) -> None: ...
-
-    def offered(self, queue: str) -> None: ...
-
-    def answered(self, queue: str, wait: float, within_service_level: bool) -> None: ...
-
-    def abandoned(self, queue: str, wait: float, short: bool) -> None: ...
-
-    def untracked(self, queue: str) -> None: ...
-
-    def ring_no_answer(self, queue: str) -> None: ...
-
-    def agent_rung(self, queue: str) -> None: ...
-
-    def completed(self, queue: str, talk_time: float) -> None: ...
-
-    def trunk_call(self, trunk: str, outcome: str) -> None: ...
-
-    def trunk_failure(self, trunk: str, cause: str) -> None: ...
-
-    def trunk_seen(self, trunk: str) -> None: ...
-
-
-class NullSink:
-    """An :class:`OutcomeSink` that counts nothing."""
-
-    def queue_seen(self, queue: str) -> None:
-        pass
-
-    def offered(self, queue: str) -> None:
-        pass
-
-    def answered(self, queue: str, wait: float, within_service_level: bool) -> None:
-        pass
-
-    def abandoned(self, queue: str, wait: float, short: bool) -> None:
-        pass
-
-    def untracked(self, queue: str) -> None:
-        pass
-
-    def ring_no_answer(self, queue: str) -> None:
-        pass
-
-    def agent_rung(self, queue: str) -> None:
-        pass
-
-    def completed(self, queue: str, talk_time: float) -> None:
-        pass
-
-    def trunk_call(self, trunk: str, outcome: str) -> None:
-        pass
-
-    def trunk_failure(self, trunk: str, cause: str) -> None:
-        pass
-
-    def trunk_seen(self, trunk: str) -> None:
-        pass
-
-
-# -- records and views ---------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class AbandonedCall:
-    """One abandoned call, for the missed-call list and the callback dialer."""
-
-    uniqueid: str
-    queue: str
-    joined_at: float
-    abandoned_at: float
-    wait: float
-    position: int
-    original_position: int
-    short: bool
-    #: the caller's number — personal data: never logged, never a metric label
-    caller: str = field(default="", repr=False)
-
-
-@dataclass(frozen=True)
-class OpenCall:
-    """A call not finished yet, as a checkpoint keeps it for the next process (see :meth:`HotlineState.restore`).
-
-    Everything already counted for it is implied: offered, and answered when
-    ``answered`` (talk time counted when ``completed``).
-    """
-
-    uniqueid: str
-    queue: str
-    joined_at: float
-    answered: bool = False
-    completed: bool = False
-    position: int = 0
-    original_position: int = 0
-    #: a QueueCallerAbandon seen and not yet settled: (at, position, original position)
-    abandon_hint: tuple[float, int, int] | None = None
-    #: the caller's number — personal data: never logged, never a metric label
-    caller: str = field(default="", repr=False)
-
-
-@dataclass
-class _Hint:
-    at: float
-    position: int
-    original_position: int
-
-
-@dataclass
-class _Call:
-    uniqueid: str
-    queue: str
-    joined_at: float
-    caller: str = field(default="", repr=False)
-    position: int = 0
-    original_position: int = 0
-    waiting: bool = False
-    outcome: str | None = None
-    answered_at: float | None = None
-    member: str = ""
-    completed: bool = False
-    hint: _Hint | None = None
-    seq: int = 0
-
-
-@dataclass
-class _Member:
-    interface: str
-    name: str
-    status: int
-    paused: bool
-    in_call: bool
-    seq: int = 0
-
-    @property
-    def logged_in(self) -> bool:
-        return self.status not in _NOT_LOGGED_IN
-
-    @property
-    def on_call(self) -> bool:
-        return self.logged_in and (self.in_call or self.status in _ON_A_CALL)
-
-    @property
-    def available(self) -> bool:
-        return self.logged_in and not self.paused and not self.on_call and self.status in _AVAILABLE
-
-
-@dataclass
-class _Channel:
-    name: str
-    trunk: str | None
-    seq: int
-
-
-@dataclass
-class _Contact:
-    reachable: bool | None
-    rtt: float | None
-
-
-@dataclass(frozen=True)
-class QueueView:
-    """A queue right now (the live gauges)."""
-
-    waiting: int
-    longest_wait: float
-    logged_in: int
-    available: int
-    paused: int
-    in_call: int
-
-
-@dataclass(frozen=True)
-class TrunkView:
-    """A trunk right now. ``None``: not known (no registration / no qualify)."""
-
-    registered: bool | None
-    reachable: bool | None
-    rtt: float | None
-    channels: int
-    capacity: int | None
-
-
-@dataclass(frozen=True)
-class MemberSnapshot:
-    interface: str
-    name: str
-    status: int
-    paused: bool
-    in_call: bool
-
-
-@dataclass(frozen=True)
-class WaitingEntry:
-    uniqueid: str
-    position: int
-    wait: float
-    caller: str = field(default="", repr=False)
-
-
-@dataclass(frozen=True)
-class QueueSnapshot:
-    """One queue as QueueStatus lists it (QueueParams, QueueMember…, QueueEntry…)."""
-
-    name: str
-    members: tuple[MemberSnapshot, ...] = ()
-    entries: tuple[WaitingEntry, ...] = ()
-
-
-@dataclass(frozen=True)
-class Registration:
-    """One outbound registration (PJSIPShowRegistrationsOutbound)."""
-
-    trunk: str
-    client_uri: str
-    server_uri: str
-    registered: bool
-
-
-def _bounded(mapping: OrderedDict, size: int) -> None:
-    """Forget the oldest entries beyond ``size``."""
-    while len(mapping) > size:
-        mapping.popitem(last=False)
-
-
-def trunk_of_channel(channel: str, trunks: Iterable[str]) -> str | None:
-    """``PJSIP/carrier-0000002a`` → ``carrier`` when ``carrier`` is a trunk."""
-    tech, sep, rest = channel.partition("/")
-    if not sep or tech.upper() != "PJSIP":
-        return None
-    endpoint = rest.rsplit("-", 1)[0]
-    return endpoint if endpoint in trunks else None
-
 
 # -- the model -------------------------------------------------------------------
 
@@ -379,6 +128,7 @@ class HotlineState:
         self._abandoned: deque[AbandonedCall] = deque(maxlen=abandoned_kept)
         self._abandon_listeners: list[Callable[[AbandonedCall], None]] = []
         self._answer_listeners: list[Callable[[str, str, str, float], None]] = []
+        self._lost_listeners: list[Callable[[AbandonedCall], None]] = []
 
     # -- bookkeeping ----------------------------------------------------------------
     def mark(self) -> int:
@@ -433,11 +183,7 @@ class HotlineState:
         call.waiting = False
         call.hint = None
         self.sink.answered(call.queue, wait, wait <= self.service_level)
-        for listener in list(self._answer_listeners):
-            try:
-                listener(call.uniqueid, call.caller, call.queue, at)
-            except Exception:  # a listener bug must not break the accounting
-                log.failure("answer listener {listener!r} failed", listener=listener)
+        _notify(self._answer_listeners, call.uniqueid, call.caller, call.queue, at)
 
     def _abandon(self, call: _Call, at: float, position: int, original_position: int) -> None:
         wait = max(0.0, at - call.joined_at)
@@ -457,11 +203,7 @@ class HotlineState:
             caller=call.caller,
         )
         self._abandoned.append(record)
-        for listener in list(self._abandon_listeners):
-            try:
-                listener(record)
-            except Exception:  # a listener bug must not break the accounting
-                log.failure("abandon listener {listener!r} failed", listener=listener)
+        _notify(self._abandon_listeners, record)
 
     # -- calls ------------------------------------------------------------------------
     def caller_joined(self, uniqueid: str, queue: str, at: float, position: int = 0, caller: str = "") -> None:
@@ -829,6 +571,13 @@ class HotlineState:
             else:
                 self.sink.untracked(call.queue)
                 log.warn("queue call {uniqueid} {why}; outcome unknown", uniqueid=call.uniqueid, why=why)
+                if call.waiting:
+                    # still waiting when last seen: the citizen was cut off with the call (a PBX
+                    # crash) and never reached anyone — counted untracked, but called back
+                    wait = max(0.0, now - call.joined_at)
+                    _notify(self._lost_listeners, AbandonedCall(
+                        call.uniqueid, call.queue, call.joined_at, now, wait, call.position,
+                        call.original_position, False, caller=call.caller))
         self._end(call, now)
 
     # -- checkpoint (process restarts) -------------------------------------------------------------
@@ -871,6 +620,8 @@ class HotlineState:
                          original_position=c.original_position, completed=c.completed)
             if c.answered:
                 call.outcome = "answered"
+            else:
+                call.waiting = True  # as last seen; the resync's queue snapshot corrects it
             if c.abandon_hint is not None:
                 call.hint = _Hint(*c.abandon_hint)
             self._calls[c.uniqueid] = call
@@ -931,6 +682,19 @@ class HotlineState:
         """``listener(call)`` for every abandon as it is counted (the callback dialer)."""
         self._abandon_listeners.append(listener)
 
+    def add_lost_listener(self, listener: Callable[[AbandonedCall], None]) -> None:
+        """``listener(call)`` for a caller who was waiting in a queue when the call vanished
+        unseen (the PBX went down): not counted as an abandon, but the citizen was not served."""
+        self._lost_listeners.append(listener)
+
     def add_answer_listener(self, listener: Callable[[str, str, str, float], None]) -> None:
         """``listener(uniqueid, caller, queue, at)`` when a queue call is answered (cancels a pending callback)."""
         self._answer_listeners.append(listener)
+
+
+def _notify(listeners: list[Callable], *args) -> None:
+    for listener in list(listeners):
+        try:
+            listener(*args)
+        except Exception:  # a listener bug must not break the accounting
+            log.failure("listener {listener!r} failed", listener=listener)

@@ -8,7 +8,8 @@ passes ``read_lines_since`` run in a thread pool) and the checkpoint store
     endpoint = endpoints.TCP4ClientEndpoint(reactor, config.ami.host, config.ami.port, timeout=5)
     monitor = build_monitor(config, clock=reactor, endpoint=endpoint, registry=registry,
                             read_queue_log=queue_log_reader(config.monitor.queue_log, run_blocking),
-                            checkpoints=RedisCheckpointStore(client, run_blocking, config.redis.key_prefix))
+                            checkpoints=RedisCheckpointStore(client, run_blocking, config.redis.key_prefix,
+                                                             node=config.monitor.node_label()))
     monitor.service.setServiceParent(services)
     # readiness: {"ami": monitor.client.logged_in, ...}
 """
@@ -90,9 +91,9 @@ def build_monitor(
     read_queue_log: ReadQueueLog | None = None,
     checkpoints: CheckpointStore | None = None,
 ) -> Monitor:
-    """The state model, its metrics, the AMI client routed by the subscription table, the resync,
-    and — given a store — the restart checkpoint."""
-    metrics = MonitorMetrics(registry)
+    """The state model, its metrics (labelled with ``monitor.node``), the AMI client routed by the
+    subscription table, the resync, and — given a store — the restart checkpoint."""
+    metrics = MonitorMetrics(registry, node=config.monitor.node_label())
     state = HotlineState(
         metrics.sink,
         service_level=config.monitor.service_level,

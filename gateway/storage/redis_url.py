@@ -1,4 +1,4 @@
-"""Redis connection URLs as data: a pure parser, no sockets, no Twisted.
+"""Redis connection URLs and Sentinel sets as data: pure parsers, no sockets, no Twisted.
 
 Accepted (the shapes ``redis.url`` has always allowed)::
 
@@ -13,13 +13,29 @@ naming the problem, raised when the client is built, not on the first call.
 
 The password is kept out of ``repr`` and of every message: a URL is only ever
 shown through :func:`redact`.
+
+With Redis Sentinel (``redis.sentinels``), :func:`parse_sentinels` reads the
+``host:port,host:port`` list and the master name into a :class:`Sentinels`;
+the URL then gives only the database and the credentials of the primary.
+:class:`SentinelError` is what every client raises when no sentinel names the
+primary; its messages are built here so both clients (the reactor's and
+redis-py) word them alike.
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from urllib.parse import parse_qs, unquote, urlsplit
 
-__all__ = ["DEFAULT_PORT", "RedisAddress", "parse_redis_url", "redact"]
+__all__ = [
+    "DEFAULT_PORT",
+    "RedisAddress",
+    "SentinelError",
+    "Sentinels",
+    "parse_redis_url",
+    "parse_sentinels",
+    "redact",
+]
 
 DEFAULT_PORT = 6379
 SCHEMES = ("redis", "rediss", "unix")
@@ -116,3 +132,69 @@ def _db(text: str, shown: str) -> int:
     if not text.isdigit():
         raise ValueError(f"Redis URL {shown}: the database must be a number, not {text!r}")
     return int(text)
+
+
+# -- Sentinel ---------------------------------------------------------------------------
+#: a master name as Sentinel's configuration accepts it without quoting
+MASTER_NAME = re.compile(r"[A-Za-z0-9._-]+")
+
+
+class SentinelError(ConnectionError):
+    """No sentinel named the primary: none answered, or none knows the master."""
+
+
+@dataclass(frozen=True)
+class Sentinels:
+    """Where the sentinels are, the master name they know the primary by, their password (never shown)."""
+
+    addresses: tuple[tuple[str, int], ...]
+    master: str
+    password: str | None = field(default=None, repr=False)
+
+    def __str__(self) -> str:
+        return f"sentinels {self.listed()} (master {self.master!r})"
+
+    def listed(self) -> str:
+        return ", ".join(format_host_port(host, port) for host, port in self.addresses)
+
+    def none_answered(self, errors: list[str]) -> SentinelError:
+        """The error when no sentinel could be asked; ``errors`` say why, one per sentinel."""
+        return SentinelError(f"redis.sentinels: no sentinel of {self.listed()} answered ({'; '.join(errors)})")
+
+    def unknown_master(self, answered: list[str], errors: list[str]) -> SentinelError:
+        """The error when the sentinels that answered do not know the master name."""
+        rest = f"; {'; '.join(errors)}" if errors else ""
+        return SentinelError(
+            f"redis.sentinels: the sentinels {', '.join(answered)} do not know master {self.master!r} "
+            f"(check redis.sentinel_master){rest}"
+        )
+
+
+def format_host_port(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def parse_sentinels(text: str, master: str, password: str | None = None) -> Sentinels | None:
+    """``host:port,host:port`` (``[v6]:port`` too) and a master name; None for an empty list.
+
+    :class:`ValueError` names the bad entry (``redis.sentinels: ...``) or the bad master name
+    (``redis.sentinel_master: ...``).
+    """
+    if not MASTER_NAME.fullmatch(master):
+        raise ValueError(f"redis.sentinel_master: {master!r} is not a master name ([A-Za-z0-9._-]+)")
+    entries = [entry.strip() for entry in text.split(",")]
+    if not any(entries):
+        return None
+    addresses = []
+    for entry in entries:
+        if not entry:
+            raise ValueError(f"redis.sentinels: an empty entry in {text!r} (host:port,host:port)")
+        host, sep, port = entry.rpartition(":")
+        if host.startswith("[") and host.endswith("]"):
+            host = host[1:-1]
+        if not sep or not host or (":" in host and not entry.startswith("[")):
+            raise ValueError(f"redis.sentinels: {entry!r} is not host:port ([host]:port for IPv6)")
+        if not port.isdigit() or not 0 < int(port) <= 65535:
+            raise ValueError(f"redis.sentinels: {entry!r}: {port!r} is not a TCP port")
+        addresses.append((host, int(port)))
+    return Sentinels(tuple(addresses), master, password or None)

@@ -17,6 +17,11 @@ Wire format is left to hiredis (the C library redis-py uses too):
   connection is handed out only once it is usable. :meth:`RespClient.execute`
   fails at once when there is no such connection: callers (the call-record
   store) keep their own backlog and retry; nothing queues behind a dead Redis.
+  With Redis Sentinel (``sentinels=``) every (re)connection asks the sentinels
+  for the primary (:class:`~gateway.storage.sentinel_endpoint.SentinelEndpoint`),
+  the handshake ends with ``ROLE`` and a server that is not ``master`` is
+  refused (dropped, retried with the backoff); a ``-READONLY`` reply (a
+  demoted primary) drops the connection, so the next one re-resolves.
 
 How errors surface: an error reply (``-ERR …``) is never returned as a value.
 A request with any error reply fails with :class:`RespCommandError`, naming the
@@ -42,14 +47,16 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from ..clientservice import mute_disconnect_notice
-from .redis_url import RedisAddress, parse_redis_url
+from .redis_url import RedisAddress, Sentinels, parse_redis_url
 
 __all__ = [
     "RedisAddress",
     "RespClient",
     "RespCommandError",
     "RespConnectionLost",
+    "RespFactory",
     "RespNotConnected",
+    "RespNotPrimary",
     "RespProtocol",
     "RespProtocolError",
     "RespTimeout",
@@ -89,6 +96,10 @@ class RespConnectionLost(ConnectionError):
 
 class RespNotConnected(ConnectionError):
     """No usable connection right now: the request was not sent."""
+
+
+class RespNotPrimary(ConnectionError):
+    """The server a sentinel named is not the primary (``ROLE`` says otherwise); the connection is refused."""
 
 
 class RespProtocolError(ConnectionError):
@@ -226,6 +237,11 @@ class RespProtocol(protocol.Protocol):
         self.transport.write(data)
         return request.deferred
 
+    def drop(self, why: str) -> None:
+        """Fail every pending request (:class:`RespConnectionLost`) and abort the connection."""
+        if not self.dropping:
+            self._drop(RespConnectionLost, why)
+
     # -- Twisted callbacks -----------------------------------------------------
     def dataReceived(self, data: bytes) -> None:
         if self.dropping or self.closed:
@@ -325,7 +341,9 @@ def endpoint_for(reactor, address: RedisAddress, connect_timeout: float) -> IStr
     return endpoint
 
 
-class _Factory(protocol.Factory):
+class RespFactory(protocol.Factory):
+    """Builds a :class:`RespProtocol` whose requests time out after ``timeout`` on ``clock``."""
+
     noisy = False  # no "Starting factory" line on every reconnect
 
     def __init__(self, clock: IReactorTime, timeout: float | None) -> None:
@@ -342,6 +360,10 @@ class RespClient(service.Service):
     ``url`` is parsed at once (:class:`ValueError` for a bad one); ``timeout``
     bounds every request, the AUTH/SELECT handshake included. Reconnects with
     a jittered exponential backoff (``reconnect_initial`` … ``reconnect_max``).
+    With ``sentinels`` the URL gives only the database and the credentials: each
+    connection goes to the primary the sentinels name then (each sentinel asked
+    within ``timeout``, or ``connect_timeout`` without one) and must say
+    ``ROLE`` master.
     """
 
     def __init__(
@@ -349,6 +371,7 @@ class RespClient(service.Service):
         url: str,
         *,
         reactor,
+        sentinels: Sentinels | None = None,
         timeout: float | None = 0.5,
         connect_timeout: float = 5.0,
         endpoint_factory: EndpointFactory = endpoint_for,
@@ -358,20 +381,39 @@ class RespClient(service.Service):
         jitter: Callable[[], float] = random.random,
     ) -> None:
         self.address = parse_redis_url(url)
+        self.sentinels = sentinels
         self.clock: IReactorTime = reactor
         self.timeout = timeout
         self._current: RespProtocol | None = None
         self._connections = 0
+        if sentinels is None:
+            endpoint = endpoint_factory(reactor, self.address, connect_timeout)
+        else:
+            from .sentinel_endpoint import SentinelEndpoint
+
+            endpoint = SentinelEndpoint(reactor, sentinels, timeout=timeout or connect_timeout,
+                                        connect_timeout=connect_timeout, scheme=self.address.scheme,
+                                        endpoint_factory=endpoint_factory)
+        self._endpoint = endpoint
         self._service = ClientService(
-            endpoint_factory(reactor, self.address, connect_timeout),
-            _Factory(reactor, timeout),
+            endpoint,
+            RespFactory(reactor, timeout),
             retryPolicy=backoffPolicy(reconnect_initial, reconnect_max, reconnect_factor, jitter),
             clock=reactor,
             prepareConnection=self._prepare,
         )
 
     def __repr__(self) -> str:
-        return f"<RespClient {self.address}>"
+        return f"<RespClient {self.target}>"
+
+    @property
+    def target(self) -> str:
+        """What the client connects to, for log lines: the URL (password hidden) or the sentinels."""
+        if self.sentinels is None:
+            return str(self.address)
+        primary = getattr(self._endpoint, "primary", None)
+        now = f", primary {primary[0]}:{primary[1]}" if primary else ""
+        return f"{self.address} through {self.sentinels}{now}"
 
     # -- public API --------------------------------------------------------------
     @property
@@ -384,8 +426,8 @@ class RespClient(service.Service):
         current = self._current
         if current is None or not current.ready:
             label = describe(commands)
-            return defer.fail(RespNotConnected(f"{label}: Redis at {self.address} is not connected"))
-        return current.execute(commands)
+            return defer.fail(RespNotConnected(f"{label}: Redis at {self.target} is not connected"))
+        return current.execute(commands).addErrback(self._drop_if_demoted, current)
 
     def ping(self) -> defer.Deferred:
         """Fires True when Redis answers PING now, False otherwise (readiness)."""
@@ -414,28 +456,45 @@ class RespClient(service.Service):
         d.addCallback(lambda _: self._service.stopService())
         return d
 
-    # -- connection preparation (AUTH / SELECT) ------------------------------------
+    @staticmethod
+    def _drop_if_demoted(failure: Failure, proto: RespProtocol) -> Failure:
+        """A ``-READONLY`` reply: the primary was demoted to a replica. Drop the connection (the
+        next one asks the sentinels again); the request still fails, and its caller retries."""
+        error = failure.value if failure.check(RespCommandError) else None
+        if error is not None and any(_is_readonly(reply) for reply in error.replies) and proto.ready:
+            proto.drop("READONLY reply: the server is no longer the primary; reconnecting")
+        return failure
+
+    # -- connection preparation (AUTH / SELECT [/ ROLE]) ------------------------------
     def _prepare(self, proxy) -> defer.Deferred:
         proto: RespProtocol = getattr(proxy, "_protocol", proxy)
         commands = handshake_commands(self.address)
+        if self.sentinels is not None:
+            commands.append(("ROLE",))
         d = proto.execute(commands) if commands else defer.succeed([])
         d.addCallback(self._connection_ready, proto)
         d.addErrback(self._reject, proxy, proto)
         return d
 
-    def _connection_ready(self, _replies, proto: RespProtocol) -> None:
+    def _connection_ready(self, replies, proto: RespProtocol) -> None:
         if not proto.ready:
             raise RespConnectionLost("connection lost during AUTH/SELECT")
+        if self.sentinels is not None:
+            role = replies[-1][0] if isinstance(replies[-1], list) and replies[-1] else replies[-1]
+            if role != b"master":
+                shown = role.decode("ascii", "replace") if isinstance(role, bytes) else repr(role)
+                raise RespNotPrimary(f"the server the sentinels named is a {shown}, not the primary "
+                                     "(a failover in progress?)")
         self._current = proto
         self._connections += 1
-        log.info("Redis {address} connected (connection {n})", address=str(self.address), n=self._connections)
+        log.info("Redis {address} connected (connection {n})", address=self.target, n=self._connections)
         proto.lost.addCallback(lambda _: self._connection_lost(proto))
 
     def _reject(self, failure: Failure, proxy, proto: RespProtocol) -> Failure:
         mute_disconnect_notice(proxy)
         if not proto.closed and proto.transport is not None:
             proto.transport.abortConnection()
-        log.warn("Redis {address}: connection setup failed: {error}", address=str(self.address),
+        log.warn("Redis {address}: connection setup failed: {error}", address=self.target,
                  error=failure.getErrorMessage())
         return failure
 
@@ -444,4 +503,8 @@ class RespClient(service.Service):
             return
         self._current = None
         if self.running:
-            log.warn("Redis {address}: connection lost; reconnecting", address=str(self.address))
+            log.warn("Redis {address}: connection lost; reconnecting", address=self.target)
+
+
+def _is_readonly(reply: object) -> bool:
+    return isinstance(reply, hiredis.ReplyError) and str(reply).startswith("READONLY")

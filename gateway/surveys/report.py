@@ -107,9 +107,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     report.add_argument("--csv", action="store_true", help="CSV instead of a table")
     args = parser.parse_args(argv)
 
-    import redis
-
     from ..config import ConfigError, load_config
+    from ..storage.redis_clients import blocking_client
     from .store import SurveyStore
 
     try:
@@ -125,7 +124,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError:
         print(f"hotline-survey: --day {day!r} is not YYYY-MM-DD", file=sys.stderr)
         return 2
-    client = redis.Redis.from_url(config.redis.url, socket_timeout=10, decode_responses=True)
+    client = blocking_client(config.redis, timeout=10)
     store = SurveyStore(client, key_prefix=config.redis.key_prefix)
     rows = summarise(store.day(day))
     sys.stdout.write(format_csv(rows) if args.csv else format_table(day, rows))

@@ -60,7 +60,7 @@ def exported_metric_names() -> set[str]:
     SurveyMetrics(gateway)
     DialerMetrics(gateway)
     CallbackMetrics(gateway)
-    metrics = MonitorMetrics(gateway)
+    metrics = MonitorMetrics(gateway, node="ast1")
     state = HotlineState(metrics.sink, trunks=["carrier"], trunk_capacity={"carrier": 1})
     metrics.watch(state, lambda: 0.0)
     state.apply_registrations([])

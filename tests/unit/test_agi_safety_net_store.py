@@ -61,3 +61,30 @@ def test_redis_away_the_call_goes_to_the_spool_file_and_nothing_is_lost(missed_c
 def test_the_log_line_masks_the_callers_number(missed_call):
     assert missed_call.mask("13800138000") == "138****8000"
     assert missed_call.mask("110") == "110"
+
+
+def test_a_sentinel_url_split_at_its_commas_by_asterisk_is_joined_again(missed_call):
+    argv = ["missed_call.py", "redis+sentinel://10.0.0.1:26379", "10.0.0.2:26379", "10.0.0.3:26379/hotline/2"]
+    url = missed_call.redis_url_of(argv)
+    assert url == "redis+sentinel://10.0.0.1:26379,10.0.0.2:26379,10.0.0.3:26379/hotline/2"
+    assert missed_call.parse_sentinel_url(url) == {
+        "sentinels": [("10.0.0.1", 26379), ("10.0.0.2", 26379), ("10.0.0.3", 26379)], "master": "hotline",
+        "db": 2, "username": None, "password": None,
+    }
+    assert missed_call.redis_url_of(["missed_call.py", "redis://127.0.0.1:6380/1"]) == "redis://127.0.0.1:6380/1"
+    assert missed_call.redis_url_of(["missed_call.py"]) == "redis://127.0.0.1:6379/0"
+
+
+def test_a_sentinel_url_carries_the_primarys_credentials_and_defaults_to_db_0(missed_call):
+    parts = missed_call.parse_sentinel_url("redis+sentinel://app:p%40ss@[::1]:26379/calls")
+    assert parts == {"sentinels": [("::1", 26379)], "master": "calls", "db": 0, "username": "app",
+                     "password": "p@ss"}
+
+
+@pytest.mark.parametrize("url", ["redis+sentinel://h:1", "redis+sentinel://h:1/m/x", "redis+sentinel://h/m/0",
+                                 "redis+sentinel://h:1/m/0/extra"])
+def test_a_bad_sentinel_url_sends_the_call_to_the_spool_file(missed_call, url):
+    with pytest.raises(ValueError):
+        missed_call.parse_sentinel_url(url)
+    assert missed_call.store(url, record(missed_call)) == "spool"
+    assert json.loads(Path(missed_call.SPOOL).read_text())["spool_reason"] == "ValueError"

@@ -25,7 +25,7 @@ def make_client(**kwargs):
     clock = task.Clock()
     endpoint = FakeEndpoint()
     registry = CollectorRegistry()
-    metrics = AmiMetrics(registry)
+    metrics = AmiMetrics(registry, node="ast1")
     seen = []
     router = kwargs.pop("router", None) or EventRouter({"Hangup": seen.append})
     kwargs.setdefault("jitter", lambda: 0.0)
@@ -36,7 +36,7 @@ def make_client(**kwargs):
 
 
 def value(registry, name, **labels):
-    return registry.get_sample_value(name, labels or None)
+    return registry.get_sample_value(name, {"node": "ast1", **labels})
 
 
 def started(**kwargs):
@@ -272,15 +272,15 @@ def test_events_go_to_their_handlers_and_a_handler_error_is_isolated():
         raise ValueError("bad handler")
 
     registry = CollectorRegistry()
-    metrics = AmiMetrics(registry)
+    metrics = AmiMetrics(registry, node="ast1")
     router = EventRouter({"Hangup": [broken, calls.append]}, on_event=metrics.event_handled,
                          on_error=metrics.handler_error)
     client, _clock, endpoint, _, _ = started(router=router)
     endpoint.peer.send(event("Hangup", Uniqueid="1.1") + event("Newexten", Uniqueid="1.1"))
     endpoint.peer.send(event("Hangup", Uniqueid="1.2"))
     assert [m.get("Uniqueid") for m in calls] == ["1.1", "1.2"]
-    assert registry.get_sample_value("hotline_ami_events_total") == 2
-    assert registry.get_sample_value("hotline_ami_handler_errors_total") == 2
+    assert value(registry, "hotline_ami_events_total") == 2
+    assert value(registry, "hotline_ami_handler_errors_total") == 2
     assert client.logged_in
 
 

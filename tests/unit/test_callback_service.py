@@ -75,6 +75,14 @@ def test_the_monitor_listener_feeds_the_service_for_live_and_replayed_abandons(d
     assert rig.sample("hotline_callbacks_ignored_total", reason="no_number") == 1
 
 
+def test_a_citizen_lost_with_a_crashed_node_gets_a_callback_even_after_a_short_wait(dialer_redis):
+    rig = Rig(dialer_redis, min_wait=5)
+    rig.resolve(rig.service.on_lost(abandon(uniqueid="ast2-1.7", wait=2.0)))
+    job = rig.store.get("cb-ast2-1.7")
+    assert job is not None and job.payload["source"] == "lost" and job.due_at == NOW - 120
+    assert rig.sample("hotline_callbacks_scheduled_total", source="lost") == 1
+
+
 def test_short_abandons_are_ignored_when_configured(dialer_redis):
     rig = Rig(dialer_redis, min_wait=5)
     assert rig.service.on_abandon(abandon(wait=2.0)) is None

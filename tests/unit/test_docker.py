@@ -17,8 +17,10 @@ from .promql_names import BUILTIN, ROOT, RULES_DIR, exported_metric_names, metri
 
 DOCKER = ROOT / "docker"
 COMPOSE = DOCKER / "docker-compose.yml"
+CLUSTER_COMPOSE = DOCKER / "docker-compose.cluster.yml"
 ASTERISK_ENTRYPOINT = DOCKER / "asterisk" / "entrypoint.sh"
 GATEWAY_ENTRYPOINT = DOCKER / "gateway" / "entrypoint.sh"
+KAMAILIO_ENTRYPOINT = DOCKER / "kamailio" / "entrypoint.sh"
 DASHBOARDS = DOCKER / "grafana" / "dashboards"
 SECRET = "Zq8vN2pW5xK7rT4m"
 
@@ -26,13 +28,13 @@ SECRET = "Zq8vN2pW5xK7rT4m"
 # -- docker-compose --------------------------------------------------------------------------
 
 
-def compose_config(env: dict[str, str]) -> subprocess.CompletedProcess:
+def compose_config(env: dict[str, str], compose: Path = COMPOSE) -> subprocess.CompletedProcess:
     binary = shutil.which("docker-compose")
     if binary is None:
         pytest.skip("docker-compose is not installed (Debian package docker-compose)")
     clean = {k: v for k, v in os.environ.items() if not k.startswith(("HOTLINE_", "GRAFANA_"))}
     return subprocess.run(
-        [binary, "-f", str(COMPOSE), "config"], check=False, capture_output=True, text=True, timeout=120, cwd=DOCKER,
+        [binary, "-f", str(compose), "config"], check=False, capture_output=True, text=True, timeout=120, cwd=DOCKER,
         env={**clean, **env},
     )
 
@@ -76,6 +78,103 @@ def test_services_share_the_loopback_that_manager_conf_permits():
         assert service.get("network_mode") == "host", name
     manager = (ROOT / "asterisk_conf" / "manager.conf").read_text()
     assert "bindaddr = 127.0.0.1" in manager
+
+
+# -- docker-compose.cluster.yml: several machines --------------------------------------------------
+
+CLUSTER_ENV = {
+    "HOTLINE_AMI_SECRET": SECRET, "GRAFANA_ADMIN_PASSWORD": "admin-pw", "HOTLINE_REDIS_PASSWORD": "r3disPassw0rd",
+    "HOTLINE_TRUNK_PEERS": "198.51.100.10/32,198.51.100.11/32", "HOTLINE_PROXY_ADDR": "192.0.2.10",
+    "HOTLINE_NODE1_ADDR": "192.0.2.11", "HOTLINE_NODE2_ADDR": "192.0.2.12",
+    "HOTLINE_MESSAGES_NFS_ADDR": "192.0.2.20", "HOTLINE_MESSAGES_NFS_PATH": "/srv/hotline/messages",
+}
+MACHINES = {
+    "proxy": {"kamailio", "sentinel3", "prometheus", "grafana"},
+    "node1": {"ast1", "gw1", "asr-worker-1", "redis-primary", "sentinel1"},
+    "node2": {"ast2", "gw2", "asr-worker-2", "redis-replica", "sentinel2"},
+}
+
+
+@pytest.fixture(scope="module")
+def cluster() -> dict:
+    result = compose_config(CLUSTER_ENV, CLUSTER_COMPOSE)
+    assert result.returncode == 0, result.stderr
+    return yaml.safe_load(result.stdout)["services"]
+
+
+def test_cluster_compose_puts_each_service_on_one_machine(cluster):
+    by_profile: dict[str, set[str]] = {}
+    for name, service in cluster.items():
+        (profile,) = service["profiles"]
+        by_profile.setdefault(profile, set()).add(name)
+        # host network as in docker-compose.yml: real addresses for SIP, RTP and the trunk ACL
+        assert service["network_mode"] == "host", name
+    assert by_profile == MACHINES
+    # the same images as the single-machine stack
+    single = yaml.safe_load(compose_config({"HOTLINE_AMI_SECRET": SECRET, "GRAFANA_ADMIN_PASSWORD": "pw"}).stdout)
+    single = single["services"]
+    assert cluster["ast1"]["image"] == cluster["ast2"]["image"] == single["asterisk"]["image"]
+    assert cluster["gw1"]["image"] == cluster["asr-worker-2"]["image"] == single["gateway"]["image"]
+
+
+def test_cluster_gateways_watch_their_own_node_and_back_up_the_other(cluster):
+    for number, other in ((1, 2), (2, 1)):
+        node, gateway = cluster[f"ast{number}"], cluster[f"gw{number}"]
+        assert node["profiles"] == gateway["profiles"], "AMI stays on the node's loopback"
+        env = gateway["environment"]
+        assert (env["HOTLINE_AMI_HOST"], env["HOTLINE_MONITOR_NODE"]) == ("127.0.0.1", f"ast{number}")
+        assert env["HOTLINE_AGI_HOST"] == CLUSTER_ENV[f"HOTLINE_NODE{number}_ADDR"]
+        node_env = node["environment"]
+        assert node_env["HOTLINE_AGI_URL"] == f"agi://gw{number}:4573"
+        assert node_env["HOTLINE_AGI_BACKUP_URL"] == f"agi://gw{other}:4573"
+        assert node_env["HOTLINE_NODE_NAME"] == f"ast{number}"
+        assert node_env["HOTLINE_SIP_BIND"] == f"{CLUSTER_ENV[f'HOTLINE_NODE{number}_ADDR']}:5060"
+        assert node_env["HOTLINE_TRUNK_PROXY"] == CLUSTER_ENV["HOTLINE_PROXY_ADDR"]
+        assert "hotline-messages:/var/spool/asterisk/hotline/messages:rw" in node["volumes"]
+        hosts = dict(entry.split(":", 1) for entry in node["extra_hosts"])
+        assert hosts[f"gw{other}"] == CLUSTER_ENV[f"HOTLINE_NODE{other}_ADDR"]
+    kamailio = cluster["kamailio"]["environment"]
+    assert kamailio["HOTLINE_PROXY_NODES"] == "192.0.2.11:5060,192.0.2.12:5060"
+    assert kamailio["HOTLINE_PROXY_LISTEN"] == "udp:192.0.2.10:5060"
+    assert kamailio["HOTLINE_PROXY_TRUNK_PEERS"] == CLUSTER_ENV["HOTLINE_TRUNK_PEERS"]
+
+
+def test_cluster_redis_clients_ask_the_three_sentinels(cluster):
+    sentinels = "sentinel1:26379,sentinel2:26379,sentinel3:26379"
+    for name in ("gw1", "gw2", "asr-worker-1", "asr-worker-2"):
+        env = cluster[name]["environment"]
+        assert env["HOTLINE_REDIS_SENTINELS"] == sentinels, name
+        assert env["HOTLINE_REDIS_SENTINEL_MASTER"] == "hotline", name
+        hosts = dict(entry.split(":", 1) for entry in cluster[name]["extra_hosts"])
+        assert {hosts[f"sentinel{n}"] for n in (1, 2, 3)} == {"192.0.2.10", "192.0.2.11", "192.0.2.12"}
+    for name in ("ast1", "ast2"):
+        assert cluster[name]["environment"]["HOTLINE_MISSED_REDIS"].startswith("redis+sentinel://")
+        assert cluster[name]["environment"]["HOTLINE_MISSED_REDIS"].endswith(f"@{sentinels}/hotline/0")
+    assert cluster["redis-replica"]["environment"]["REDIS_REPLICAOF"] == CLUSTER_ENV["HOTLINE_NODE1_ADDR"]
+    for name in ("redis-primary", "redis-replica", "sentinel1", "sentinel2", "sentinel3"):
+        script = cluster[name]["command"][-1]
+        # secrets reach the servers from the container's environment, not from the command line
+        assert CLUSTER_ENV["HOTLINE_REDIS_PASSWORD"] not in script, name
+        assert "$$HOTLINE_REDIS_PASSWORD" in script, name
+    assert "appendfsync always" in cluster["redis-primary"]["command"][-1]
+    assert "sentinel monitor hotline %s 6379 2" in cluster["sentinel1"]["command"][-1]
+
+
+def test_cluster_asr_workers_read_the_shared_messages_with_their_own_names(cluster):
+    workers = {name: service for name, service in cluster.items() if name.startswith("asr-worker")}
+    assert len(workers) == 2
+    assert {w["command"][3] for w in workers.values()} == {"asr-1", "asr-2"}
+    for worker in workers.values():
+        assert "hotline-messages:/var/spool/asterisk/hotline/messages:ro" in worker["volumes"]
+
+
+@pytest.mark.parametrize("missing", ["HOTLINE_TRUNK_PEERS", "HOTLINE_PROXY_ADDR", "HOTLINE_NODE2_ADDR",
+                                     "HOTLINE_REDIS_PASSWORD", "HOTLINE_AMI_SECRET", "HOTLINE_MESSAGES_NFS_PATH"])
+def test_cluster_compose_refuses_to_run_without_its_addresses_and_secrets(missing):
+    env = {k: v for k, v in CLUSTER_ENV.items() if k != missing}
+    result = compose_config(env, CLUSTER_COMPOSE)
+    assert result.returncode != 0
+    assert missing in result.stderr
 
 
 # -- the Asterisk entrypoint ------------------------------------------------------------------------
@@ -150,6 +249,57 @@ def test_asterisk_entrypoint_needs_the_mounted_configuration(tmp_path):
     assert result.returncode == 64 and "asterisk_conf" in result.stderr
 
 
+def test_asterisk_entrypoint_configures_one_node_of_several(tmp_path):
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "pjsip-carrier.conf").write_text("[carrier](carrier-endpoint)\n")
+    result = run_asterisk_entrypoint(tmp_path, {
+        "HOTLINE_AMI_SECRET": SECRET, "HOTLINE_NODE_NAME": "ast2", "HOTLINE_SIP_BIND": "192.0.2.12:5060",
+        "HOTLINE_TRUNK_PROXY": "192.0.2.10", "HOTLINE_AGI_URL": "agi://gw2:4573",
+        "HOTLINE_AGI_BACKUP_URL": "agi://gw1:4573",
+    })
+    assert result.returncode == 0, result.stderr
+    etc = tmp_path / "etc"
+    assert "[options]\nsystemname = ast2\n" in (etc / "asterisk.conf").read_text()
+    pjsip = (etc / "pjsip.conf").read_text()
+    assert "bind = 192.0.2.12:5060\n" in pjsip and "bind = 127.0.0.1:5060" not in pjsip
+    carrier = (etc / "pjsip-carrier.conf").read_text()
+    assert carrier.startswith("[carrier](carrier-endpoint)\n")
+    assert "[carrier-via-proxy](carrier-identify)\nendpoint = carrier\nmatch = 192.0.2.10\n" in carrier
+    globals_conf = (etc / "hotline-globals.conf").read_text()
+    assert "HOTLINE_AGI = agi://gw2:4573\nHOTLINE_AGI_BACKUP = agi://gw1:4573\n" in globals_conf
+
+
+def test_asterisk_entrypoint_leaves_a_single_node_as_it_was(tmp_path):
+    result = run_asterisk_entrypoint(tmp_path, {"HOTLINE_AMI_SECRET": SECRET})
+    assert result.returncode == 0, result.stderr
+    for name in ("asterisk.conf", "pjsip.conf"):
+        assert (tmp_path / "etc" / name).read_text() == (ROOT / "asterisk_conf" / name).read_text()
+    assert "HOTLINE_AGI_BACKUP = \n" in (tmp_path / "etc" / "hotline-globals.conf").read_text()
+
+
+@pytest.mark.parametrize("env, message", [
+    ({"HOTLINE_TRUNK_PROXY": "192.0.2.10"}, "pjsip-carrier.conf"),
+    ({"HOTLINE_NODE_NAME": "ast 1"}, "HOTLINE_NODE_NAME"),
+    ({"HOTLINE_SIP_BIND": "192.0.2.12"}, "HOTLINE_SIP_BIND"),
+    ({"HOTLINE_TRUNK_PROXY": "proxy;x"}, "HOTLINE_TRUNK_PROXY"),
+])
+def test_asterisk_entrypoint_refuses_a_broken_node_setting(tmp_path, env, message):
+    result = run_asterisk_entrypoint(tmp_path, {"HOTLINE_AMI_SECRET": SECRET, **env})
+    assert result.returncode == 64 and message in result.stderr, result.stderr
+    assert "asterisk started" not in result.stdout
+
+
+def test_asterisk_entrypoint_fails_when_the_line_it_replaces_moved(tmp_path):
+    conf = tmp_path / "conf"
+    shutil.copytree(ROOT / "asterisk_conf", conf)
+    pjsip = conf / "pjsip.conf"
+    pjsip.write_text(pjsip.read_text().replace("bind = 127.0.0.1:5060", "bind = 0.0.0.0:5060"))
+    result = run_asterisk_entrypoint(tmp_path, {"HOTLINE_AMI_SECRET": SECRET, "HOTLINE_CONF_SRC": str(conf),
+                                                "HOTLINE_SIP_BIND": "192.0.2.12:5060"})
+    assert result.returncode == 64 and "bind = 127.0.0.1:5060" in result.stderr
+
+
 # -- the gateway entrypoint --------------------------------------------------------------------------
 
 
@@ -185,8 +335,61 @@ def test_gateway_entrypoint_lets_other_commands_through(tmp_path):
     assert result.returncode == 0
 
 
+# -- the Kamailio entrypoint --------------------------------------------------------------------------
+
+KAMAILIO_ENV = {"HOTLINE_PROXY_LISTEN": "udp:127.0.0.50:5060", "HOTLINE_PROXY_TRUNK_PEERS": "127.0.0.53/32",
+                "HOTLINE_PROXY_NODES": "127.0.0.51:5060,127.0.0.52:5060"}
+
+
+def run_kamailio_entrypoint(tmp_path: Path, env: dict[str, str], *command: str,
+                            stub: bool = True) -> subprocess.CompletedProcess:
+    """With ``stub``, a kamailio on PATH that prints its arguments, one per line."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    if stub:
+        (bin_dir / "kamailio").write_text('#!/bin/sh\nfor a in "$@"; do echo "$a"; done\n')
+        (bin_dir / "kamailio").chmod(0o755)
+    base = {"PATH": f"{bin_dir}:{os.environ['PATH']}:/usr/sbin", "HOTLINE_KAMAILIO_RUN": str(tmp_path / "run"),
+            "HOTLINE_KAMAILIO_CFG": str(ROOT / "kamailio" / "kamailio.cfg"),
+            "HOTLINE_KAMAILIO_USER": "no-such-user-hotline-test"}
+    return subprocess.run(["sh", str(KAMAILIO_ENTRYPOINT), *command], check=False, capture_output=True, text=True,
+                          timeout=60, env={**base, **env})
+
+
+def test_kamailio_entrypoint_turns_the_environment_into_defines_and_a_dispatcher_list(tmp_path):
+    result = run_kamailio_entrypoint(tmp_path, {**KAMAILIO_ENV, "HOTLINE_PROXY_PROBE_INTERVAL": "2"})
+    assert result.returncode == 0, result.stderr
+    run = tmp_path / "run"
+    arguments = result.stdout.splitlines()
+    assert arguments[:6] == ["-DD", "-E", "-P", f"{run}/kamailio.pid", "-Y", str(run)]
+    defines = [arguments[i + 1] for i, a in enumerate(arguments) if a == "-A"]
+    assert defines == ["LISTEN=udp:127.0.0.50:5060", 'TRUNK_PEERS="127.0.0.53/32"',
+                       f'DISPATCHER_LIST="{run}/dispatcher.list"', "PROBE_INTERVAL=2", "HOLDDOWN=300",
+                       "PIKE_DENSITY=50"]
+    entries = [line for line in (run / "dispatcher.list").read_text().splitlines() if not line.startswith("#")]
+    assert entries == ["1 sip:127.0.0.51:5060 0 0", "1 sip:127.0.0.52:5060 0 0"]
+
+
+def test_kamailio_entrypoint_check_passes_the_real_config_check(tmp_path):
+    if shutil.which("kamailio") is None and shutil.which("kamailio", path="/usr/sbin") is None:
+        pytest.skip("kamailio is not installed (Debian package kamailio)")
+    result = run_kamailio_entrypoint(tmp_path, KAMAILIO_ENV, "check", stub=False)
+    assert result.returncode == 0, result.stderr
+    assert "config file ok" in result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("name, value", [
+    ("HOTLINE_PROXY_TRUNK_PEERS", ""), ("HOTLINE_PROXY_TRUNK_PEERS", '1.2.3.4"; exit'),
+    ("HOTLINE_PROXY_LISTEN", "0.0.0.0"), ("HOTLINE_PROXY_NODES", "ast1"), ("HOTLINE_PROXY_PROBE_INTERVAL", "0"),
+])
+def test_kamailio_entrypoint_refuses_a_missing_or_broken_setting(tmp_path, name, value):
+    result = run_kamailio_entrypoint(tmp_path, {**KAMAILIO_ENV, name: value})
+    assert result.returncode == 64, result.stdout + result.stderr
+    assert result.stdout == ""
+
+
 def test_entrypoints_are_executable_posix_sh():
-    for script in (ASTERISK_ENTRYPOINT, GATEWAY_ENTRYPOINT):
+    for script in (ASTERISK_ENTRYPOINT, GATEWAY_ENTRYPOINT, KAMAILIO_ENTRYPOINT):
         assert script.stat().st_mode & 0o111, f"{script} must be executable"
         assert script.read_text().startswith("#!/bin/sh\n")
         assert subprocess.run(["sh", "-n", str(script)], check=False, capture_output=True).returncode == 0
@@ -211,12 +414,13 @@ def test_dockerfile_copies_only_files_that_exist(dockerfile):
 # -- Prometheus -----------------------------------------------------------------------------------------
 
 
-def test_promtool_accepts_prometheus_yml_with_our_rules(tmp_path):
+@pytest.mark.parametrize("config", ["prometheus.yml", "prometheus-cluster.yml"])
+def test_promtool_accepts_prometheus_yml_with_our_rules(tmp_path, config):
     promtool = shutil.which("promtool")
     if promtool is None:
         pytest.skip("promtool is not installed (Debian: prometheus)")
     # the container layout: /etc/prometheus/prometheus.yml and /etc/prometheus/rules/
-    shutil.copy(DOCKER / "prometheus" / "prometheus.yml", tmp_path / "prometheus.yml")
+    shutil.copy(DOCKER / "prometheus" / config, tmp_path / "prometheus.yml")
     shutil.copytree(RULES_DIR, tmp_path / "rules")
     result = subprocess.run([promtool, "check", "config", str(tmp_path / "prometheus.yml")],
                             check=False, capture_output=True, text=True, timeout=120)
@@ -237,6 +441,22 @@ def test_prometheus_scrapes_the_gateway_where_it_listens():
     asr_ports = {service["environment"]["HOTLINE_ASR_METRICS_PORT"] for name, service in compose["services"].items()
                  if name.startswith("asr-worker")}
     assert set(jobs["hotline-asr"]["static_configs"][0]["targets"]) == {f"127.0.0.1:{port}" for port in asr_ports}
+
+
+def test_cluster_prometheus_scrapes_both_gateways_and_both_asr_workers(cluster):
+    config = yaml.safe_load((DOCKER / "prometheus" / "prometheus-cluster.yml").read_text())
+    jobs = {job["job_name"]: [t for group in job["static_configs"] for t in group["targets"]]
+            for job in config["scrape_configs"]}
+    hosts = dict(entry.split(":", 1) for entry in cluster["prometheus"]["extra_hosts"])
+    for job, services, host_key, port_key in (
+        ("hotline-gateway", ("gw1", "gw2"), "HOTLINE_HTTP_HOST", "HOTLINE_HTTP_PORT"),
+        ("hotline-asr", ("asr-worker-1", "asr-worker-2"), "HOTLINE_ASR_METRICS_HOST", "HOTLINE_ASR_METRICS_PORT"),
+    ):
+        listening = {f"{cluster[s]['environment'][host_key]}:{cluster[s]['environment'][port_key]}" for s in services}
+        scraped = {f"{hosts[target.split(':')[0]]}:{target.split(':')[1]}" for target in jobs[job]}
+        assert scraped == listening, job
+    assert f"{DOCKER}/prometheus/prometheus-cluster.yml:/etc/prometheus/prometheus.yml:ro" in \
+        cluster["prometheus"]["volumes"]
 
 
 # -- Grafana ------------------------------------------------------------------------------------------

@@ -53,13 +53,14 @@ class Pool:
         return defer.maybeDeferred(fn)
 
 
-KEY = "hotline:monitor:checkpoint"
+KEY = "hotline:monitor:checkpoint:ast1"
 
 
 class Process:
     """One gateway process's monitor: its own clock, registry, AMI session; shared Redis and queue_log."""
 
-    def __init__(self, start_at: float, redis: FakeRedis, queue_log: list[str], waiting=(), channels=()):
+    def __init__(self, start_at: float, redis: FakeRedis, queue_log: list[str], waiting=(), channels=(),
+                 node: str = "ast1"):
         self.clock = task.Clock()
         self.clock.advance(start_at)
         self.redis = redis
@@ -76,10 +77,12 @@ class Process:
             PJSIPShowRegistrationsOutbound=[],
         )
         self.registry = CollectorRegistry()
-        config = load_config(environ={"HOTLINE_AMI_SECRET": SECRET, "HOTLINE_MONITOR_CHECKPOINT_INTERVAL": "10"})
+        config = load_config(environ={"HOTLINE_AMI_SECRET": SECRET, "HOTLINE_MONITOR_CHECKPOINT_INTERVAL": "10",
+                                      "HOTLINE_MONITOR_NODE": node})
+        self.node = node
         self.monitor = build_monitor(
             config, clock=self.clock, endpoint=self.endpoint, registry=self.registry, read_queue_log=self._read,
-            checkpoints=RedisCheckpointStore(redis, self.pool, config.redis.key_prefix),
+            checkpoints=RedisCheckpointStore(redis, self.pool, config.redis.key_prefix, node=node),
         )
 
     def _read(self, since: float) -> defer.Deferred:
@@ -104,7 +107,7 @@ class Process:
         return self.monitor.service.stopService()
 
     def value(self, name: str, **labels: str) -> float:
-        return self.registry.get_sample_value(name, labels or {"queue": Q})
+        return self.registry.get_sample_value(name, {"node": self.node, **(labels or {"queue": Q})})
 
     def counts(self) -> dict[str, float]:
         return {what: self.value(f"hotline_queue_calls_{what}_total")
@@ -160,6 +163,28 @@ def test_abandon_while_the_gateway_was_down_is_counted_once_by_the_next_process(
     assert b.counts() == {"offered": 2, "answered": 1, "abandoned": 3, "untracked": 0}
     both = {k: a.counts()[k] + b.counts()[k] for k in a.counts()}
     assert both == {"offered": 6, "answered": 2, "abandoned": 4, "untracked": 0}, "each of c1…c6 once"
+
+
+def test_each_node_resumes_from_its_own_checkpoint_in_the_shared_redis():
+    """Two gateways, one per Asterisk node, share Redis: a restarted ast2 gateway replays ast2's
+    queue_log from ast2's position and adopts only ast2's open calls, whatever ast1 wrote since."""
+    redis = FakeRedis()
+    log1 = ["1001|a1|12345|NONE|ENTERQUEUE||13800138000|1"]
+    log2 = ["1001|b1|12345|NONE|ENTERQUEUE||13800138001|1"]
+    gw1, gw2 = Process(1000.0, redis, log1, node="ast1"), Process(1000.0, redis, log2, node="ast2")
+    for gw, uid in ((gw1, "a1"), (gw2, "b1")):
+        gw.start()
+        gw.live(join(uid, 1001.0))
+    gw2.advance(10.0)
+    assert gw2.stop().called
+    gw1.advance(30.0)  # ast1's gateway keeps writing its own checkpoint, later than ast2's
+    assert sorted(redis.data) == ["hotline:monitor:checkpoint:ast1", "hotline:monitor:checkpoint:ast2"]
+    log2.append("1020|b1|12345|NONE|ABANDON|1|1|19")  # while ast2's gateway was down
+    gw2b = Process(1040.0, redis, log2, node="ast2")
+    gw2b.start()
+    assert gw2b.replays == [1001.0 - 2.0], "from ast2's own last event, not ast1's later position"
+    assert gw2b.counts() == {"offered": 0, "answered": 0, "abandoned": 1, "untracked": 0}, "b1 adopted, counted once"
+    assert gw2b.registry.get_sample_value("hotline_queue_calls_abandoned_total", {"node": "ast1", "queue": Q}) is None
 
 
 def test_no_stored_checkpoint_means_no_replay_on_the_first_connection():

@@ -9,12 +9,13 @@ from gateway.config import ConfigError, load_config
 from gateway.monitor.metrics import MonitorMetrics
 from gateway.monitor.model import HotlineState, Registration
 
-ALLOWED_LABELS = {"queue", "trunk", "outcome", "cause", "operation", "le"}
+ALLOWED_LABELS = {"node", "queue", "trunk", "outcome", "cause", "operation", "le"}
+NODE = "ast1"
 
 
-def rig(now=1000.0):
+def rig(now=1000.0, node=NODE):
     registry = CollectorRegistry()
-    metrics = MonitorMetrics(registry)
+    metrics = MonitorMetrics(registry, node=node)
     state = HotlineState(metrics.sink, trunks=["carrier"], trunk_capacity={"carrier": 30})
     metrics.watch(state, lambda: now)
     return registry, metrics, state
@@ -39,7 +40,7 @@ def calls(state, n: int) -> None:
 def test_counts_and_wait_histogram():
     registry, _metrics, state = rig()
     calls(state, 6)
-    q = {"queue": "12345"}
+    q = {"node": NODE, "queue": "12345"}
     assert registry.get_sample_value("hotline_queue_calls_offered_total", q) == 6
     assert registry.get_sample_value("hotline_queue_calls_answered_total", q) == 2
     assert registry.get_sample_value("hotline_queue_calls_answered_within_sl_total", q) == 0
@@ -59,7 +60,7 @@ def test_live_gauges():
     state.apply_registrations([Registration("carrier", "sip:a@b", "sip:b", True)])
     state.contact_status("carrier", "carrier", "sip:b", "Reachable", 42000)
     state.channel_created("t1", "PJSIP/carrier-00000001")
-    q, t = {"queue": "12345"}, {"trunk": "carrier"}
+    q, t = {"node": NODE, "queue": "12345"}, {"node": NODE, "trunk": "carrier"}
     assert registry.get_sample_value("hotline_queue_callers_waiting", q) == 1
     assert registry.get_sample_value("hotline_queue_longest_wait_seconds", q) == 30
     assert registry.get_sample_value("hotline_queue_members_logged_in", q) == 2
@@ -71,28 +72,29 @@ def test_live_gauges():
     assert registry.get_sample_value("hotline_trunk_rtt_seconds", t) == pytest.approx(0.042)
     assert registry.get_sample_value("hotline_trunk_channels_in_use", t) == 1
     assert registry.get_sample_value("hotline_trunk_channels_capacity", t) == 30
-    assert registry.get_sample_value("hotline_channels_active") == 1
+    assert registry.get_sample_value("hotline_channels_active", {"node": NODE}) == 1
 
 
 def test_unknown_trunk_state_is_not_exported_as_zero():
     registry, _metrics, _state = rig()
-    assert registry.get_sample_value("hotline_trunk_registered", {"trunk": "carrier"}) is None
-    assert registry.get_sample_value("hotline_trunk_reachable", {"trunk": "carrier"}) is None
-    assert registry.get_sample_value("hotline_trunk_channels_in_use", {"trunk": "carrier"}) == 0
+    t = {"node": NODE, "trunk": "carrier"}
+    assert registry.get_sample_value("hotline_trunk_registered", t) is None
+    assert registry.get_sample_value("hotline_trunk_reachable", t) is None
+    assert registry.get_sample_value("hotline_trunk_channels_in_use", t) == 0
 
 
 def test_trunk_outcome_series_exist_at_zero_before_the_first_call():
     """increase() cannot see the increment that creates a series: every outcome of a
     known trunk (configured, or learnt from a registration) is exported at 0 up front."""
     registry, _metrics, state = rig()
-    labels = {"trunk": "carrier", "outcome": "answer"}
+    labels = {"node": NODE, "trunk": "carrier", "outcome": "answer"}
     assert registry.get_sample_value("hotline_trunk_outbound_calls_total", labels) == 0
     assert registry.get_sample_value("hotline_trunk_outbound_calls_total", {**labels, "outcome": "busy"}) == 0
     state.apply_registrations([Registration("backup", "sip:a@b", "sip:b", True)])
-    assert registry.get_sample_value("hotline_trunk_outbound_calls_total", {"trunk": "backup", "outcome": "answer"}) == 0
+    assert registry.get_sample_value("hotline_trunk_outbound_calls_total", {**labels, "trunk": "backup"}) == 0
     state.dial_end("PJSIP/carrier-00000001", "ANSWER")
     assert registry.get_sample_value("hotline_trunk_outbound_calls_total", labels) == 1
-    failures = {"trunk": "backup", "cause": "network_out_of_order"}
+    failures = {"node": NODE, "trunk": "backup", "cause": "network_out_of_order"}
     assert registry.get_sample_value("hotline_trunk_outbound_failures_total", failures) == 0
     state.dial_end("PJSIP/backup-00000002", "CONGESTION", dest_uniqueid="b2")
     state.channel_hungup("b2", 1.0, "PJSIP/backup-00000002", cause=38)
@@ -111,6 +113,32 @@ def test_names_units_and_labels_follow_the_rules():
             assert family.name.endswith("_seconds"), family.name
         for sample in family.samples:
             assert set(sample.labels) <= ALLOWED_LABELS, (sample.name, sample.labels)
+
+
+def test_every_sample_carries_the_node_of_its_monitor():
+    """The node label is on every queue, trunk, channel and AMI series, with this monitor's node only:
+    two gateways (one per Asterisk node) never export the same series."""
+    registry, metrics, state = rig(node="ast2")
+    calls(state, 3)
+    state.dial_end("PJSIP/carrier-00000001", "BUSY")
+    metrics.queue.callback_connected("12345")
+    metrics.ami.connected(True)
+    metrics.ami.checkpoint_failed("save")
+    samples = [sample for family in registry.collect() for sample in family.samples]
+    assert {sample.name for sample in samples} >= {
+        "hotline_queue_calls_offered_total", "hotline_queue_callers_waiting", "hotline_trunk_outbound_calls_total",
+        "hotline_trunk_channels_in_use", "hotline_channels_active", "hotline_ami_connected",
+        "hotline_ami_events_total", "hotline_monitor_checkpoint_failures_total", "hotline_callbacks_connected_total"}
+    assert {sample.labels.get("node") for sample in samples} == {"ast2"}
+    assert registry.get_sample_value("hotline_callbacks_connected_total", {"node": "ast2", "queue": "12345"}) == 1
+
+
+def test_two_monitors_on_one_registry_are_refused():
+    """One gateway process watches one node: a second set of the same metrics is a programming error."""
+    registry = CollectorRegistry()
+    MonitorMetrics(registry, node="ast1")
+    with pytest.raises(ValueError, match="Duplicated timeseries"):
+        MonitorMetrics(registry, node="ast2")
 
 
 def test_series_count_does_not_grow_with_calls():
@@ -134,10 +162,11 @@ def test_ami_health_metrics():
     metrics.ami.reconnected()
     metrics.ami.resynced("partial")
     metrics.ami.replayed(7)
-    assert registry.get_sample_value("hotline_ami_connected") == 1
-    assert registry.get_sample_value("hotline_ami_reconnects_total") == 1
-    assert registry.get_sample_value("hotline_ami_resyncs_total", {"outcome": "partial"}) == 1
-    assert registry.get_sample_value("hotline_queue_log_replayed_entries_total") == 7
+    node = {"node": NODE}
+    assert registry.get_sample_value("hotline_ami_connected", node) == 1
+    assert registry.get_sample_value("hotline_ami_reconnects_total", node) == 1
+    assert registry.get_sample_value("hotline_ami_resyncs_total", {**node, "outcome": "partial"}) == 1
+    assert registry.get_sample_value("hotline_queue_log_replayed_entries_total", node) == 7
 
 
 # -- configuration of the monitor -------------------------------------------------------------
@@ -156,6 +185,13 @@ def test_monitor_configuration_from_the_environment():
     assert config.ami.keepalive_interval == 20.0 and config.ami.events == "call,agent,user,system"
 
 
+def test_monitor_node_is_set_per_gateway_and_defaults_to_the_first_node():
+    assert load_config(environ={}).monitor.node_label() == "ast1"
+    config = load_config(environ={"HOTLINE_MONITOR_NODE": "ast2"})
+    assert config.monitor.node == "ast2" and config.monitor.node_label() == "ast2"
+    assert load_config(environ={"HOTLINE_MONITOR_NODE": "pbx-b.dc_2"}).monitor.node_label() == "pbx-b.dc_2"
+
+
 @pytest.mark.parametrize(
     "env, message",
     [
@@ -163,6 +199,9 @@ def test_monitor_configuration_from_the_environment():
         ({"HOTLINE_AMI_KEEPALIVE_TIMEOUT": "30"}, "shorter than"),
         ({"HOTLINE_MONITOR_SERVICE_LEVEL": "0"}, "must be positive"),
         ({"HOTLINE_MONITOR_SHORT_ABANDON": "-1"}, "must not be negative"),
+        ({"HOTLINE_MONITOR_NODE": "ast 2"}, "monitor.node"),
+        ({"HOTLINE_MONITOR_NODE": "ast2{x}"}, "monitor.node"),
+        ({"HOTLINE_MONITOR_NODE": "n" * 33}, "monitor.node"),
     ],
 )
 def test_bad_monitor_configuration_is_a_clear_error(env, message):

@@ -301,6 +301,34 @@ def test_channel_snapshot_closes_calls_that_ended_while_away():
     assert state.waiting_calls() == ["alive"]
 
 
+def test_callers_still_waiting_when_their_pbx_went_down_are_reported_lost_not_abandoned():
+    """A node crash: calls vanish with no Hangup. Those last seen waiting in a queue are handed to
+    the lost-call listeners (callbacks) with their numbers; answered ones and hinted abandons are not."""
+    state, sink = make()
+    lost = []
+    state.add_lost_listener(lost.append)
+    state.caller_joined("waiting", Q, 100.0, 1, caller="13900139001")
+    state.caller_joined("answered", Q, 100.0, 2, caller="13900139002")
+    state.agent_connected("answered", Q, 105.0, "Local/agent1@lab-agent")
+    state.caller_joined("hinted", Q, 100.0, 3, caller="13900139003")
+    state.abandon_reported("hinted", Q, 110.0, 3, 3, 10)
+    state.apply_channel_snapshot({}, state.mark(), now=160.0)
+    assert [(c.uniqueid, c.caller, c.wait) for c in lost] == [("waiting", "13900139001", 60.0)]
+    assert sink.counts["untracked"] == 1 and sink.counts["abandoned"] == 1
+
+
+def test_a_restored_unanswered_call_whose_pbx_restarted_is_reported_lost():
+    """The gateway restarted too: the checkpoint's open calls count as waiting until a snapshot says otherwise."""
+    from gateway.monitor.model import OpenCall
+
+    state, _sink = make()
+    lost = []
+    state.add_lost_listener(lost.append)
+    state.restore([OpenCall("c1", Q, 100.0, False, False, 1, 1, caller="13900139004")], [], at=120.0)
+    state.apply_channel_snapshot({}, state.mark(), now=130.0)
+    assert [c.caller for c in lost] == ["13900139004"]
+
+
 def test_channel_snapshot_keeps_what_live_events_changed_after_the_mark():
     state, _sink = make(trunks=["carrier"])
     mark = state.mark()

@@ -69,7 +69,7 @@ class Rig:
         self.endpoint.on_connect = self._script
         self.state = HotlineState(CountingSink(), trunks=["carrier"])
         self.registry = CollectorRegistry()
-        self.metrics = AmiMetrics(self.registry)
+        self.metrics = AmiMetrics(self.registry, node="ast1")
         self.queue_log = queue_log if queue_log is not None else []
         self.replay_requests: list[float] = []
         self.fail_replay = fail_replay
@@ -107,7 +107,7 @@ class Rig:
         self.endpoint.peer.send(data)
 
     def resyncs(self, outcome: str) -> float:
-        return self.registry.get_sample_value("hotline_ami_resyncs_total", {"outcome": outcome})
+        return self.registry.get_sample_value("hotline_ami_resyncs_total", {"node": "ast1", "outcome": outcome})
 
 
 def join(uid, t, position=1):
@@ -163,7 +163,7 @@ def test_calls_settled_while_ami_was_away_are_counted_once_from_queue_log():
     assert rig.replay_requests[-1] == 1021.0 - 2.0
     assert rig.state.sink.counts["offered"] == 4
     assert rig.state.sink.counts["answered"] == 2 and rig.state.sink.counts["abandoned"] == 2
-    assert rig.registry.get_sample_value("hotline_ami_reconnects_total") == 2
+    assert rig.registry.get_sample_value("hotline_ami_reconnects_total", {"node": "ast1"}) == 2
 
 
 def test_call_gone_without_queue_log_trace_is_untracked_not_guessed():

@@ -16,7 +16,8 @@ LAB_FIXTURES = Path(__file__).parent.parent / "lab" / "fixtures"
 
 
 def test_configured_monitor_logs_in_resyncs_and_counts_recorded_calls(tmp_path):
-    config = load_config(environ={"HOTLINE_AMI_SECRET": "s3cret", "HOTLINE_MONITOR_SHORT_ABANDON": "5"})
+    config = load_config(environ={"HOTLINE_AMI_SECRET": "s3cret", "HOTLINE_MONITOR_SHORT_ABANDON": "5",
+                                  "HOTLINE_MONITOR_NODE": "ast2"})
     clock = task.Clock()
     clock.advance(1795307400.0)
     endpoint = FakeEndpoint(secret="s3cret")
@@ -35,12 +36,14 @@ def test_configured_monitor_logs_in_resyncs_and_counts_recorded_calls(tmp_path):
                        "CoreShowChannels"]
     for name in ("call-agent.ami", "call-abandon.ami"):
         endpoint.peer.send((LAB_FIXTURES / name).read_bytes())
-    q = {"queue": "12345"}
+    node = {"node": "ast2"}  # HOTLINE_MONITOR_NODE
+    q = {**node, "queue": "12345"}
     assert registry.get_sample_value("hotline_queue_calls_offered_total", q) == 2
     assert registry.get_sample_value("hotline_queue_calls_answered_within_sl_total", q) == 1
     assert registry.get_sample_value("hotline_queue_calls_short_abandoned_total", q) == 1
-    assert registry.get_sample_value("hotline_ami_connected") == 1
-    assert registry.get_sample_value("hotline_ami_resyncs_total", {"outcome": "partial"}) == 1
+    assert registry.get_sample_value("hotline_ami_connected", node) == 1
+    assert registry.get_sample_value("hotline_ami_resyncs_total", {**node, "outcome": "partial"}) == 1
+    assert {s.labels.get("node") for f in registry.collect() for s in f.samples} == {"ast2"}, "every sample"
     text = generate_latest(registry).decode()
     assert "13800138000" not in text and "Local/" not in text
 

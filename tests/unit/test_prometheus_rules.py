@@ -73,16 +73,35 @@ def test_rules_read_only_metrics_the_gateway_exports():
 
 
 #: the labels an aggregation may keep with ``by (...)``
-ALLOWED_BY_LABELS = {"queue", "trunk", "kind", "category", "le"}
+ALLOWED_BY_LABELS = {"node", "queue", "trunk", "kind", "category", "le"}
 
 
 def test_rule_labels_stay_low_cardinality():
-    """Aggregations keep only queue/trunk/kind/category (and a histogram's bucket bound ``le``, for
+    """Aggregations keep only node/queue/trunk/kind/category (and a histogram's bucket bound ``le``, for
     histogram_quantile); nothing by a number, channel or handling unit."""
     for group in rule_groups():
         for rule in group["rules"]:
             for labels in re.findall(r"by \(([^)]*)\)", rule["expr"]):
                 assert {label.strip() for label in labels.split(",")} <= ALLOWED_BY_LABELS, rule
+
+
+def _records() -> dict[str, str]:
+    return {rule["record"]: " ".join(rule["expr"].split()) for group in rule_groups() for rule in group["rules"]
+            if "record" in rule}
+
+
+def test_cluster_counts_are_the_node_counts_summed_once():
+    """Every per-node count (node_queue:…:increase<w>, by node and queue) has its cluster count, which sums
+    exactly it by queue, and every per-node rate has its cluster rate (queue:…)."""
+    records = _records()
+    per_node = [name for name in records if name.startswith("node_queue:")]
+    assert per_node
+    for name in per_node:
+        cluster = name.replace("node_queue:", "queue:", 1)
+        assert cluster in records, f"{name} has no cluster series {cluster}"
+        if "increase" in name:
+            assert records[name].startswith("sum by (node, queue) (increase("), name
+            assert records[cluster] == f"sum by (queue) ({name})", cluster
 
 
 def test_metric_name_helper():

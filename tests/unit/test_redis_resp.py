@@ -40,6 +40,8 @@ from gateway.storage.resp import (
     parse_redis_url,
 )
 
+from ..reactor_helpers import outcome, private_reactor, run_until, wait  # noqa: F401 — private_reactor: a fixture
+
 
 class CountingTransport(StringTransport):
     def __init__(self) -> None:
@@ -57,13 +59,6 @@ def connected(timeout: float | None = 1.0):
     transport = CountingTransport()
     proto.makeConnection(transport)
     return proto, transport, clock
-
-
-def outcome(d: defer.Deferred) -> list:
-    """What ``d`` fired with so far: [] (pending), [value] or [Failure]."""
-    out: list = []
-    d.addBoth(out.append)
-    return out
 
 
 # -- encoding ---------------------------------------------------------------------
@@ -469,41 +464,6 @@ def private_redis():
     server.start()
     yield server
     server.kill()
-
-
-@pytest.fixture
-def private_reactor():
-    """A reactor of our own, driven with ``iterate()``: real sockets without touching the global one.
-
-    (The global reactor cannot be restarted once stopped and other tests build
-    gateways on memory reactors; a private instance is thrown away here.)
-    """
-    from twisted.internet.selectreactor import SelectReactor
-
-    reactor = SelectReactor()
-    yield reactor
-    for call in reactor.getDelayedCalls():
-        call.cancel()
-    reactor.disconnectAll()
-    for reader in list(getattr(reactor, "_internalReaders", ())):
-        reactor.removeReader(reader)
-        reader.connectionLost(None)
-
-
-def run_until(reactor, condition, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError("timed out waiting on the real reactor")
-        reactor.iterate(0.01)
-
-
-def wait(reactor, d: defer.Deferred, timeout: float = 10.0):
-    result = outcome(d)
-    run_until(reactor, lambda: bool(result), timeout)
-    if isinstance(result[0], Failure):
-        result[0].raiseException()
-    return result[0]
 
 
 def test_records_reach_a_real_redis_and_survive_a_restart(private_redis, private_reactor):
