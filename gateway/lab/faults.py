@@ -31,6 +31,7 @@ from .ami_blocking import AmiClient
 from .cluster import ClusterLab
 from .errors import LabError
 from .nodes import Node
+from .settings import LAB_DIALER_ENV
 
 __all__ = ["FaultRow", "QueueLogMark", "format_table", "place_calls"]
 
@@ -272,15 +273,9 @@ def gateway_killed_mid_flow(cluster: ClusterLab, report: Report) -> FaultRow:
 #: attempts are taken over within seconds)
 API_TOKEN = "lab-faults-token"
 DIALER_ENV = {
-    "HOTLINE_DIALER_ENABLED": "1",
-    "HOTLINE_DIALER_WINDOW_START": "00:00",
-    "HOTLINE_DIALER_WINDOW_END": "24:00",
-    "HOTLINE_DIALER_HOLIDAYS": "allow",
-    "HOTLINE_DIALER_POLL_INTERVAL": "0.5",
-    "HOTLINE_DIALER_RING_TIMEOUT": "12",
+    **LAB_DIALER_ENV,
     "HOTLINE_DIALER_CALLS_PER_SECOND": "2",
     "HOTLINE_DIALER_MAX_OUTBOUND": "4",
-    "HOTLINE_DIALER_PER_NUMBER_CAP": "10",
     "HOTLINE_DIALER_LEASE": "8",
     "HOTLINE_DIALER_MAX_ATTEMPTS": "4",
     "HOTLINE_DIALER_BACKOFF": "no_answer=3,busy=3,congestion=3,failed=3,unconfirmed=3",

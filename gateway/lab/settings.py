@@ -16,7 +16,7 @@ from urllib.parse import urlparse
 
 from .errors import LabError
 
-__all__ = ["REPO_ROOT", "LabSettings"]
+__all__ = ["LAB_DIALER_ENV", "REPO_ROOT", "LabSettings"]
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -29,6 +29,19 @@ def _int(env: Mapping[str, str], name: str, default: int) -> int:
         return int(raw)
     except ValueError:
         raise LabError(f"{name}={raw!r} is not an integer") from None
+
+
+#: a lab gateway with its dialer on: calls at any hour and day, short polls and ring times
+#: (the callback, survey and fault tests add their campaign's settings to it)
+LAB_DIALER_ENV = {
+    "HOTLINE_DIALER_ENABLED": "1",
+    "HOTLINE_DIALER_WINDOW_START": "00:00",
+    "HOTLINE_DIALER_WINDOW_END": "24:00",
+    "HOTLINE_DIALER_HOLIDAYS": "allow",
+    "HOTLINE_DIALER_POLL_INTERVAL": "0.5",
+    "HOTLINE_DIALER_RING_TIMEOUT": "12",
+    "HOTLINE_DIALER_PER_NUMBER_CAP": "10",
+}
 
 
 @dataclass(frozen=True)

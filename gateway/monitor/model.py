@@ -34,6 +34,7 @@ from collections.abc import Callable, Iterable, Mapping
 
 from twisted.logger import Logger
 
+from . import records
 from .records import (
     DEVICE_UNKNOWN,
     DIAL_OUTCOMES,
@@ -59,21 +60,8 @@ from .records import (
     trunk_of_channel,
 )
 
-__all__ = [
-    "AbandonedCall",
-    "HotlineState",
-    "MemberSnapshot",
-    "NullSink",
-    "OpenCall",
-    "OutcomeSink",
-    "QueueSnapshot",
-    "QueueView",
-    "Registration",
-    "TrunkView",
-    "WaitingEntry",
-    "hangup_cause_label",
-    "trunk_of_channel",
-]
+# the records are re-exported: the model's users import them from here
+__all__ = ["HotlineState", *records.__all__]
 
 log = Logger()
 

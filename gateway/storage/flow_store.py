@@ -8,7 +8,12 @@ Keys (prefix ``hotline``):
   jobs:transcribe             STREAM of voice-message transcription jobs
 
 Every call runs in the Redis thread pool; any Redis error becomes
-``ServiceUnavailable`` so the engine carries the caller on to an agent.
+``ServiceUnavailable`` so the engine carries the caller on to an agent. The two
+writes a citizen is told about (a callback request, a voice message) are first
+retried for a few seconds when Redis is unreachable or read-only — the window of
+a Sentinel failover — so a failover does not turn a stored request into an agent
+call. A retried XADD may land twice (the first reply lost): both consumers are
+idempotent per call id / recording id.
 """
 from __future__ import annotations
 
@@ -18,18 +23,25 @@ from collections.abc import Callable
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from twisted.internet import defer
+import redis
+from twisted.internet import defer, task
 
 from ..flows.services import OrderStatus, ServiceUnavailable
 from ..metrics import GatewayMetrics
 
 OPEN_STATUSES = {"received", "dispatched", "processing", "reopened"}
+#: seconds between the tries of a write (Redis away or read-only: a failover takes 1-3 s)
+WRITE_RETRY_DELAYS = (0.25, 0.5, 1.0, 2.0)
+#: the errors a failover produces; anything else is not retried
+_TRANSIENT = (redis.ConnectionError, redis.TimeoutError, redis.ReadOnlyError)
 
 
 class RedisFlowServices:
     def __init__(self, client: Any, run_blocking: Callable[[Callable[[], Any]], defer.Deferred], clock: Any,
-                 metrics: GatewayMetrics, key_prefix: str = "hotline", timezone: str = "Asia/Shanghai") -> None:
+                 metrics: GatewayMetrics, key_prefix: str = "hotline", timezone: str = "Asia/Shanghai",
+                 retry_delays: tuple[float, ...] = WRITE_RETRY_DELAYS) -> None:
         self._client = client
+        self._retry_delays = retry_delays
         self._run = run_blocking
         self._clock = clock
         self._metrics = metrics
@@ -47,6 +59,18 @@ class RedisFlowServices:
             return await self._run(fn)
         except Exception as exc:  # noqa: BLE001 — any Redis/client error means "unavailable"
             raise ServiceUnavailable(f"{type(exc).__name__}: {exc}") from exc
+
+    async def _write(self, fn: Callable[[], Any]) -> Any:
+        """``_call`` for a write, tried again after each of the retry delays while the error
+        is one a Redis failover produces."""
+        for delay in self._retry_delays:
+            try:
+                return await self._run(fn)
+            except _TRANSIENT:
+                await task.deferLater(self._clock, delay, lambda: None)
+            except Exception:  # noqa: BLE001 — not transient: the last try below reports it
+                break
+        return await self._call(fn)
 
     async def caller_in(self, list_name: str, number: str) -> bool:
         return bool(await self._call(lambda: self._client.sismember(self.key("list", list_name), number)))
@@ -74,12 +98,12 @@ class RedisFlowServices:
 
     async def request_callback(self, request: dict[str, Any]) -> bool:
         fields = {"call_id": request["call_id"], "data": json.dumps(request, ensure_ascii=False)}
-        await self._call(lambda: self._client.xadd(self.key("callback", "requests"), fields))
+        await self._write(lambda: self._client.xadd(self.key("callback", "requests"), fields))
         return True
 
     async def voice_message(self, job: dict[str, Any]) -> bool:
         fields = {"recording_id": job["recording_id"], "data": json.dumps(job, ensure_ascii=False)}
-        await self._call(lambda: self._client.xadd(self.key("jobs", "transcribe"), fields))
+        await self._write(lambda: self._client.xadd(self.key("jobs", "transcribe"), fields))
         return True
 
     def failed(self, what: str, error: str) -> None:

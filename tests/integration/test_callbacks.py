@@ -23,6 +23,7 @@ import redis
 
 from gateway.dialer.jobs import Job, JobStore
 from gateway.lab import CallRequest, Lab
+from gateway.lab.settings import LAB_DIALER_ENV
 
 pytestmark = pytest.mark.integration
 
@@ -31,15 +32,9 @@ TOKEN = "lab-callback-token"
 PRESS_1 = "ring:1,answer,wait:2,dtmf:1,talk:25,hangup"
 
 BASE_ENV = {
-    "HOTLINE_DIALER_ENABLED": "1",
-    "HOTLINE_DIALER_WINDOW_START": "00:00",
-    "HOTLINE_DIALER_WINDOW_END": "24:00",
-    "HOTLINE_DIALER_HOLIDAYS": "allow",
-    "HOTLINE_DIALER_POLL_INTERVAL": "0.5",
-    "HOTLINE_DIALER_RING_TIMEOUT": "12",
+    **LAB_DIALER_ENV,
     "HOTLINE_DIALER_CALLS_PER_SECOND": "2",
     "HOTLINE_DIALER_MAX_OUTBOUND": "4",
-    "HOTLINE_DIALER_PER_NUMBER_CAP": "10",
     # the lab agents talk LAB_AGENT_TALK (3) s before hanging up
     "HOTLINE_CALLBACKS_MIN_TALK": "2",
     "HOTLINE_CALLBACKS_POLL_INTERVAL": "0.5",

@@ -23,20 +23,15 @@ import redis
 
 from gateway.dialer.jobs import JobStore
 from gateway.lab import Lab
+from gateway.lab.settings import LAB_DIALER_ENV
 
 pytestmark = pytest.mark.integration
 
 TOKEN = "lab-survey-token"
 ENV = {
-    "HOTLINE_DIALER_ENABLED": "1",
-    "HOTLINE_DIALER_WINDOW_START": "00:00",
-    "HOTLINE_DIALER_WINDOW_END": "24:00",
-    "HOTLINE_DIALER_HOLIDAYS": "allow",
-    "HOTLINE_DIALER_POLL_INTERVAL": "0.5",
-    "HOTLINE_DIALER_RING_TIMEOUT": "12",
+    **LAB_DIALER_ENV,
     "HOTLINE_DIALER_CALLS_PER_SECOND": "4",
     "HOTLINE_DIALER_MAX_OUTBOUND": "8",
-    "HOTLINE_DIALER_PER_NUMBER_CAP": "10",
     "HOTLINE_SURVEYS_ENABLED": "1",
     "HOTLINE_SURVEYS_API_TOKEN": TOKEN,
     "HOTLINE_SURVEYS_DELAY": "0",
