@@ -343,30 +343,34 @@ def _count_callbacks(cluster: ClusterLab, row: FaultRow, numbers: list[str], ids
 
 
 def gateway_killed_mid_dial(cluster: ClusterLab, report: Report) -> FaultRow:
-    """kill -9 the first node's gateway while its dialer has callbacks ringing or answered: every
-    callback ends once (the restarted gateway settles its node's attempts from that node's AstDB;
-    the other node's dialer never dials them again), and nobody is called twice."""
-    ast1 = cluster.nodes[0]
-    row = FaultRow("gateway killed (SIGKILL gateway of ast1) mid-dial")
+    """kill -9 the gateway whose dialer has a callback ringing or answered: every callback ends
+    once (the restarted gateway settles its node's attempts from that node's AstDB; the other
+    node's dialer never dials them again), and nobody is called twice."""
+    row = FaultRow("gateway killed (SIGKILL) mid-dial")
     numbers = [f"1390013{n:04d}" for n in range(1, 5)]
     cluster.lab.clear_carrier_steps()
     for number in numbers:
         cluster.lab.set_carrier_behaviour(number, PRESS_1)
-    ids = [add_callback(ast1, number) for number in numbers]
-    process = cluster.gateways[ast1.name]
+    ids = [add_callback(cluster.nodes[0], number) for number in numbers]
+    dialling: list[str] = []
 
-    def dialling_on_ast1() -> bool:
-        return any(j.get("phase") == "dialing" and j.get("node") == ast1.name
-                   for j in jobs_state(cluster, ids).values())
+    def some_dialling() -> bool:
+        dialling[:] = [j.get("node", "") for j in jobs_state(cluster, ids).values() if j.get("phase") == "dialing"]
+        return bool(dialling)
 
-    _wait(dialling_on_ast1, 40, "a callback dialling through ast1")
+    _wait(some_dialling, 40, "a callback dialling")
+    node = next(n for n in cluster.nodes if n.name == dialling[0])
+    process = cluster.gateways[node.name]
     time.sleep(3)  # ringing / answered
-    kill9(process.pid(), "gateway of ast1")
-    report("gateway_killed_mid_dial: gateway of ast1 killed")
+    kill9(process.pid(), f"gateway of {node.name}")
+    report(f"gateway_killed_mid_dial: gateway of {node.name} killed with {dialling.count(node.name)} "
+           "callback(s) dialling through it")
+    row.fault = f"gateway killed (SIGKILL gateway of {node.name}) mid-dial"
     time.sleep(3)
     process.reap()
     process.start(report)
     _count_callbacks(cluster, row, numbers, ids, timeout=150)
+    row.notes.insert(0, f"{dialling.count(node.name)} callback(s) dialling through the killed gateway")
     return row
 
 
