@@ -20,7 +20,6 @@ On top of the single-node lab's chroot, carrier, prompts and AGI scripts:
 from __future__ import annotations
 
 import contextlib
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -30,7 +29,7 @@ from .callflow import CallRequest, CallResult
 from .errors import LabError
 from .gatewayctl import AsrWorkerProcess, GatewayProcess
 from .install import CARRIER_RUNTIME_DIRS, ConfigInstaller, install_agi_scripts
-from .kamailio import KamailioProcess
+from .kamailio import KamailioProcess, front_door_defines
 from .lab import SOUNDS, Lab
 from .nodes import FRONT_DOOR, NODES, Node, render_carrier_for_nodes, render_node
 from .prompts import LAB_TONES, collect_prompts
@@ -87,13 +86,8 @@ class ClusterLab:
             )
         self.kamailio = KamailioProcess(
             s.repo_root / "kamailio" / "kamailio.cfg", s.state_dir,
-            defines={
-                "LISTEN": f"udp:{FRONT_DOOR[0]}:{FRONT_DOOR[1]}",
-                "TRUNK_PEERS": f'"{s.carrier_host}/32"',
-                "PROBE_INTERVAL": str(PROBE_INTERVAL),
-                # lab: a node that failed an INVITE is back in rotation soon after it answers again
-                "HOLDDOWN": str(HOLDDOWN),
-            },
+            # lab: a node that failed an INVITE is back in rotation soon after it answers again
+            defines=front_door_defines(FRONT_DOOR, [s.carrier_host], PROBE_INTERVAL, HOLDDOWN=str(HOLDDOWN)),
             destinations=[node.sip for node in nodes],
         )
 
@@ -209,14 +203,7 @@ class ClusterLab:
 
     def wait_node_state(self, node: Node, active: bool, timeout: float) -> dict[str, str]:
         """Until Kamailio's dispatcher has ``node`` active (or not)."""
-        deadline = time.monotonic() + timeout
-        while True:
-            state = self.kamailio.dispatcher_state()
-            if state.get(node.sip, "").startswith("A") == active:
-                return state
-            if time.monotonic() > deadline:
-                raise LabError(f"{node.name} not {'active' if active else 'inactive'} in {timeout:.0f} s: {state}")
-            time.sleep(0.2)
+        return self.kamailio.wait_active([node.sip], timeout, active=active)
 
     # -- calls -------------------------------------------------------------------------
     def node_ami(self, node: Node) -> AmiClient:

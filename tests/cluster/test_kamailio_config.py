@@ -11,16 +11,16 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import CARRIER, NODE_A, NODE_B, PROXY, require_binaries
-from .kamailio_proc import (
-    CONFIG, ProxySettings, build_options, check_config, dispatcher_list, kamailio_defines, parse_dispatcher_flags,
-    parse_status,
+from gateway.lab.kamailio import (
+    CONFIG, KamailioProcess, build_options, dispatcher_list, front_door_defines, parse_dispatcher_list, parse_status,
 )
+
+from .conftest import CARRIER, NODE_A, NODE_B, PROXY, require_binaries, sip_uri
 from .sipp_proc import invites_in_message_log
 
 EXAMPLE_LIST = CONFIG.parent / "dispatcher.list.example"
-LAB = ProxySettings(listen=PROXY, trunk_peers=(CARRIER,), nodes=(NODE_A, NODE_B), probe_interval=1,
-                    defines=(("FR_TIMER", "1000"),))
+LAB_DEFINES = front_door_defines(PROXY, [CARRIER], probe_interval=1, FR_TIMER="1000")
+LAB_NODES = [sip_uri(NODE_A), sip_uri(NODE_B)]
 
 
 def kamailio_check(*arguments: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
@@ -32,11 +32,7 @@ def kamailio_check(*arguments: str, env: dict[str, str] | None = None) -> subpro
 
 def test_the_config_passes_kamailio_check_with_the_lab_defines(tmp_path):
     require_binaries("kamailio")
-    list_file = tmp_path / "dispatcher.list"
-    list_file.write_text(dispatcher_list(LAB.nodes))
-    result = check_config(LAB, list_file)
-    assert result.returncode == 0, result.stderr
-    assert "config file ok" in result.stdout + result.stderr
+    assert "config file ok" in KamailioProcess(CONFIG, tmp_path, LAB_DEFINES, LAB_NODES).check_config()
 
 
 def test_only_listen_and_trunk_peers_are_required_and_may_come_from_the_environment():
@@ -73,12 +69,22 @@ def test_the_example_dispatcher_list_follows_the_format():
         assert flags.isdigit() and priority.isdigit() and len(attrs) <= 1
 
 
-def test_dispatcher_list_and_defines_for_the_lab(tmp_path):
-    assert dispatcher_list(LAB.nodes).splitlines()[1:] == ["1 sip:127.0.0.51:5060 0 0", "1 sip:127.0.0.52:5060 0 0"]
-    arguments = kamailio_defines(LAB, Path("/run/x/dispatcher.list"))
-    assert arguments == ["-A", "LISTEN=udp:127.0.0.50:5060", "-A", 'TRUNK_PEERS="127.0.0.53/32"',
-                         "-A", 'DISPATCHER_LIST="/run/x/dispatcher.list"', "-A", "PROBE_INTERVAL=1",
-                         "-A", "FR_TIMER=1000"]
+def test_dispatcher_list_and_defines_for_the_lab():
+    assert dispatcher_list(LAB_NODES).splitlines()[1:] == ["1 sip:127.0.0.51:5060 0 0", "1 sip:127.0.0.52:5060 0 0"]
+    proxy = KamailioProcess(CONFIG, Path("/run/x"), LAB_DEFINES, LAB_NODES, user="kamailio")
+    command = proxy.command()
+    assert command[1:] == ["-f", str(CONFIG), "-DD", "-E", "-P", "/run/x/kamailio/kamailio.pid",
+                           "-Y", "/run/x/kamailio", "-u", "kamailio", "-g", "kamailio",
+                           "-A", "LISTEN=udp:127.0.0.50:5060", "-A", 'TRUNK_PEERS="127.0.0.53/32"',
+                           "-A", "PROBE_INTERVAL=1", "-A", "FR_TIMER=1000",
+                           "-A", 'DISPATCHER_LIST="/run/x/kamailio/dispatcher.list"']
+    assert proxy.listen == PROXY
+
+
+def test_trunk_peers_are_written_as_networks():
+    defines = front_door_defines(("192.0.2.1", 5060), ["198.51.100.10", "203.0.113.0/24"], 10, HOLDDOWN="600")
+    assert defines == {"LISTEN": "udp:192.0.2.1:5060", "TRUNK_PEERS": '"198.51.100.10/32,203.0.113.0/24"',
+                       "PROBE_INTERVAL": "10", "HOLDDOWN": "600"}
 
 
 def test_options_replies_are_matched_by_call_id():
@@ -96,7 +102,7 @@ def test_dispatcher_flags_are_read_from_kamcmd_output():
         DEST: { URI: sip:127.0.0.51:5060
                 FLAGS: AP
                 PRIORITY: 0 } } } }"""
-    assert parse_dispatcher_flags(listing) == {"sip:127.0.0.52:5060": "IP", "sip:127.0.0.51:5060": "AP"}
+    assert parse_dispatcher_list(listing) == {"sip:127.0.0.52:5060": "IP", "sip:127.0.0.51:5060": "AP"}
 
 
 def test_a_nodes_calls_are_counted_from_its_message_log():
