@@ -60,12 +60,14 @@ def read_wav(path: str | Path) -> Audio:
             frames = handle.readframes(handle.getnframes())
     except FileNotFoundError:
         raise AudioError(f"recording {path} does not exist") from None
-    except (wave.Error, EOFError) as exc:
-        raise AudioError(f"recording {path} is not a PCM WAV file: {exc}") from None
+    except (wave.Error, EOFError, RuntimeError) as exc:  # RuntimeError: wave's word for a chunk size past the chunk
+        why = str(exc) or ("cut short" if isinstance(exc, EOFError) else "a chunk size that does not fit the file")
+        raise AudioError(f"recording {path} is not a PCM WAV file: {why}") from None
     except OSError as exc:
         raise AudioError(f"recording {path} cannot be read: {exc.strerror or exc}") from None
     if rate <= 0 or channels <= 0:
         raise AudioError(f"recording {path}: bad header (rate {rate}, channels {channels})")
+    frames = frames[: len(frames) - len(frames) % width]  # a recording cut mid-sample: its whole samples
     if width == 2:
         samples = np.frombuffer(frames, dtype="<i2")
     elif width == 1:

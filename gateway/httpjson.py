@@ -17,3 +17,5 @@ def read_json(request, limit: int) -> tuple[int, Any]:
         return 0, json.loads(body or b"{}")
     except ValueError:
         return 400, {"error": "body must be JSON"}
+    except RecursionError:  # "[[[[…" a few thousand deep: json's decoder recurses
+        return 400, {"error": "body must be JSON (nested too deeply)"}

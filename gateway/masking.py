@@ -5,8 +5,10 @@ import re
 
 # A phone number: 7–15 digits (optionally +country, or an area code and a
 # hyphen), not part of a longer token — so timestamps (2026-11-22T00:21:15),
-# epoch times and Asterisk unique ids (1763770875.42) are left alone.
-_DIGITS = re.compile(r"(?<![\w.:+\-])(\+?\d{7,15}|0\d{2,3}-\d{7,8})(?![\w:\-]|\.\d)")
+# epoch times and Asterisk unique ids (1763770875.42) are left alone. A token
+# is ASCII letters, digits and _: Chinese has no spaces between words, so a
+# number right after 电话是 is still a number ("我的电话是13800138000").
+_DIGITS = re.compile(r"(?<![A-Za-z_\d.:+\-])(\+?\d{7,15}|0\d{2,3}-\d{7,8})(?![A-Za-z_\d:\-]|\.\d)")
 
 
 def mask_number(number: str | None) -> str:

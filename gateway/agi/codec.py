@@ -388,6 +388,8 @@ def _read_usage_block(buffer: bytes, start: int, max_line: int) -> tuple[AgiRepl
             if len(buffer) - position > max_line:
                 raise AgiProtocolError(f"AGI line longer than {max_line} bytes")
             return None, start
+        if newline - position > max_line:  # as any other line (a block that came in one read too)
+            raise AgiProtocolError(f"AGI line longer than {max_line} bytes")
         text = _decode(buffer[position:newline]).rstrip("\r")
         position = newline + 1
         if text.startswith("520 "):

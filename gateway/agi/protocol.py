@@ -62,6 +62,12 @@ class SessionHost(TypingProtocol):
     def observe_command(self, name: bytes, seconds: float) -> None: ...
 
 
+def _has_long_line(buffer: bytes, start: int, end: int, limit: int) -> bool:
+    """Whether the complete lines ``buffer[start:end]`` hold one longer than ``limit``: the limit of a line
+    still being received, for lines that arrived whole (so how the header was cut never changes the verdict)."""
+    return end - start > limit and max(map(len, buffer[start:end].split(b"\n"))) > limit
+
+
 class _Pending:
     """One command: queued, then on the wire. Its name is only worked out for errors."""
 
@@ -149,7 +155,7 @@ class FastAgiProtocol(protocol.Protocol):
             end = _BLANK_LINE.search(buffer, start - 1 if start else 0)
             if end is None:
                 last = buffer.rfind(b"\n") + 1  # the start of the line still being received
-                if len(buffer) - last > self.host.max_line:
+                if len(buffer) - last > self.host.max_line or _has_long_line(buffer, start, last, self.host.max_line):
                     raise codec.AgiProtocolError("AGI header line too long")
                 self._header_count += buffer.count(b"\n", start, last)
                 if self._header_count > _MAX_HEADER_LINES:
@@ -159,6 +165,8 @@ class FastAgiProtocol(protocol.Protocol):
             block_end = end.start() + 1
         if self._header_count + buffer.count(b"\n", start, block_end) > _MAX_HEADER_LINES:
             raise codec.AgiProtocolError("AGI header has no end")
+        if _has_long_line(buffer, start, block_end, self.host.max_line):
+            raise codec.AgiProtocolError("AGI header line too long")
         environment = codec.parse_header_block(buffer[:block_end])
         self._buffer = buffer[end.end() :]
         self._cancel_header_timer()

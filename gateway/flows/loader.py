@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import math
 import re
+import reprlib
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -172,8 +173,17 @@ def describe(value: Any) -> str:
     kind = ("an integer" if _is_int(value) else "a number" if isinstance(value, float) else "text"
             if isinstance(value, str) else "a mapping" if isinstance(value, Mapping) else "a list"
             if isinstance(value, list) else type(value).__name__)
-    text = repr(value)
+    text = _shown(value)
     return f"{kind} {text if len(text) <= 40 else text[:37] + '...'}"
+
+
+#: ``repr`` cut short at every level: YAML aliases can make a few hundred bytes a list of billions of items
+#: (the "billion laughs"), whose full ``repr`` would never end
+_SHORT = reprlib.Repr()
+_SHORT.maxlevel = 3
+_SHORT.maxlist = _SHORT.maxtuple = _SHORT.maxdict = _SHORT.maxset = _SHORT.maxfrozenset = 8
+_SHORT.maxstring = _SHORT.maxlong = _SHORT.maxother = 80
+_shown = _SHORT.repr
 
 
 def _type_problem(where: str, name: str, expected: FieldType, value: Any) -> str:
@@ -197,11 +207,32 @@ def load_flow(
     except OSError as exc:
         raise FlowError([f"{source}: cannot read: {exc.strerror}"]) from None
     try:
-        data = yaml.safe_load(raw_bytes)
+        data = yaml.load(raw_bytes, Loader=_FlowLoader)
     except yaml.YAMLError as exc:
+        raise FlowError([f"{source}: not valid YAML: {exc}"]) from None
+    except RecursionError:  # PyYAML composes nested collections recursively
+        raise FlowError([f"{source}: not valid YAML: nested too deeply"]) from None
+    except ValueError as exc:  # PyYAML lets datetime()'s refusals through (2024-13-45)
         raise FlowError([f"{source}: not valid YAML: {exc}"]) from None
     return build_flow(data, source, hashlib.sha256(raw_bytes).hexdigest()[:12], transfer_targets, queues)
 
+
+class _FlowLoader(yaml.SafeLoader):
+    """``yaml.safe_load``'s loader, but an integer has at most 4300 decimal digits, the most Python reads or
+    writes: PyYAML lets ``int()``'s ValueError through, and ``0x…`` makes integers no message could show."""
+
+    def construct_yaml_int(self, node):
+        try:
+            value = super().construct_yaml_int(node)
+            if value.bit_length() > 14_000:  # 4300 digits are 14284 bits: only so large a number may be too long
+                str(value)
+        except ValueError:
+            raise yaml.constructor.ConstructorError(
+                None, None, "an integer of more than 4300 digits", node.start_mark) from None
+        return value
+
+
+_FlowLoader.add_constructor("tag:yaml.org,2002:int", _FlowLoader.construct_yaml_int)
 
 #: what a problem says when a check itself failed: still a clear error naming the file and node, never a traceback
 UNCHECKED = "could not be checked"
@@ -564,7 +595,7 @@ def _speech_problems(source: str, speech: Any) -> list[str]:
                 continue
             for word, answer in words.items():
                 if not isinstance(word, str) or not word.strip() or answer not in ANSWERS[question] or answer == NO_RESPONSE:
-                    problems.append(f"{source}: settings.speech.{language}.{question}: {word!r} → {answer!r} "
+                    problems.append(f"{source}: settings.speech.{language}.{question}: {word!r} → {_shown(answer)} "
                                     "is not a word and an answer")
     return problems
 

@@ -77,15 +77,24 @@ def redact(url: str) -> str:
     scheme, sep, rest = url.partition("://")
     if not sep:
         return url if "@" not in url else "<not a URL, hidden: it may hold a password>"
+    # a password written unencoded may hold '/', '?', '#' or '@', and then the host seems to start inside
+    # it: all up to the last '@' may be credentials; hidden as such once it holds a ':'
+    credentials, at, after = rest.rpartition("@")
+    if at and ":" in credentials:
+        return f"{scheme}://{credentials.split(':', 1)[0]}:***@{_redact_query(after)}"
     netloc, slash, tail = rest.partition("/")
     userinfo, at, hostport = netloc.rpartition("@")
     if at and ":" in userinfo:
         userinfo = userinfo.split(":", 1)[0] + ":***"
-    # a password may also travel as a query parameter; hide every query value
-    tail, question, query = tail.partition("?")
+    return f"{scheme}://{userinfo}{at}{_redact_query(hostport + slash + tail)}"
+
+
+def _redact_query(text: str) -> str:
+    """A password may also travel as a query parameter: every query value hidden."""
+    text, question, query = text.partition("?")
     if question:
         query = "&".join(part.split("=", 1)[0] + "=***" for part in query.split("&"))
-    return f"{scheme}://{userinfo}{at}{hostport}{slash}{tail}{question}{query}"
+    return f"{text}{question}{query}"
 
 
 def parse_redis_url(url: str) -> RedisAddress:
@@ -104,7 +113,9 @@ def parse_redis_url(url: str) -> RedisAddress:
     query = parse_qs(parts.query, keep_blank_values=True, strict_parsing=False)
     unknown = sorted(set(query) - {"db"})
     if unknown:
-        raise ValueError(f"Redis URL {shown}: unsupported parameter(s) {', '.join(unknown)} (only db)")
+        # a name that is no word may be a password written unencoded ("redis://?:secret@host")
+        names = ", ".join(name if _WORD.fullmatch(name) else "<hidden>" for name in unknown)
+        raise ValueError(f"Redis URL {shown}: unsupported parameter(s) {names} (only db)")
     query_db = _db(query["db"][-1], shown) if "db" in query else None
     if parts.fragment:
         raise ValueError(f"Redis URL {shown}: unexpected '#' fragment")
@@ -129,9 +140,13 @@ def parse_redis_url(url: str) -> RedisAddress:
 
 
 def _db(text: str, shown: str) -> int:
-    if not text.isdigit():
-        raise ValueError(f"Redis URL {shown}: the database must be a number, not {text!r}")
+    if not (text.isascii() and text.isdigit()):  # "²".isdigit(), but int("²") fails
+        what = f", not {text!r}" if _WORD.fullmatch(text) else ""  # maybe a password's part: shown only if a word
+        raise ValueError(f"Redis URL {shown}: the database must be a number{what}")
     return int(text)
+
+
+_WORD = re.compile(r"[A-Za-z0-9_.-]{1,40}")
 
 
 # -- Sentinel ---------------------------------------------------------------------------
@@ -194,7 +209,7 @@ def parse_sentinels(text: str, master: str, password: str | None = None) -> Sent
             host = host[1:-1]
         if not sep or not host or (":" in host and not entry.startswith("[")):
             raise ValueError(f"redis.sentinels: {entry!r} is not host:port ([host]:port for IPv6)")
-        if not port.isdigit() or not 0 < int(port) <= 65535:
+        if not (port.isascii() and port.isdigit()) or not 0 < int(port) <= 65535:
             raise ValueError(f"redis.sentinels: {entry!r}: {port!r} is not a TCP port")
         addresses.append((host, int(port)))
     return Sentinels(tuple(addresses), master, password or None)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import math
 import re
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
@@ -56,12 +57,14 @@ def _timestamp(value: Any, name: str, tz: dt.tzinfo) -> float:
     if isinstance(value, bool) or value is None or value == "":
         raise EventError(f"{name} is missing")
     if isinstance(value, (int, float)):
-        return float(value)
+        return _seconds(value, name)
     text = str(value).strip()
     try:
-        return float(text)
+        seconds = float(text)
     except ValueError:
         pass
+    else:
+        return _seconds(seconds, name)
     try:
         parsed = dt.datetime.fromisoformat(text)
     except ValueError:
@@ -69,6 +72,17 @@ def _timestamp(value: Any, name: str, tz: dt.tzinfo) -> float:
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=tz)
     return parsed.timestamp()
+
+
+def _seconds(value: int | float, name: str) -> float:
+    """Epoch seconds as a float; NaN, infinities and numbers too large for a float are refused."""
+    try:
+        seconds = float(value)
+    except OverflowError:
+        raise EventError(f"{name} is out of range") from None
+    if not math.isfinite(seconds):
+        raise EventError(f"{name} must be a finite number of seconds")
+    return seconds
 
 
 def parse_closed_event(data: Mapping[str, Any], tz: dt.tzinfo) -> ClosedOrder:
