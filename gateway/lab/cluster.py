@@ -160,6 +160,7 @@ class ClusterLab:
                     pbx.reload(lab.report)
                 else:
                     pbx.start(lab.report)
+            self.forget_registrations()
             self.kamailio.start(lab.report)
             state = self.kamailio.wait_active([node.sip for node in self.nodes], timeout=30)
             lab.report(f"kamailio: dispatcher {state}")
@@ -169,6 +170,15 @@ class ClusterLab:
             if asr and lab.asr.available():
                 for index, process in enumerate(self.asr.values(), start=1):
                     process.start(lab.report, ("--consumer", f"lab-asr-{index}"), timeout=120.0)
+
+    def forget_registrations(self) -> None:
+        """The carrier keeps registered contacts in its AstDB across restarts: a contact the
+        single-node lab's Asterisk registered would take calls straight to ast1, past the front
+        door, until it expires. With several nodes nothing registers; drop what is left."""
+        self.lab.carrier_cli("database deltree registrar/contact")
+        contacts = self.lab.carrier_cli("pjsip show contacts")
+        if "127.0.0.1:5060" in contacts:
+            raise LabError(f"the carrier still has a registered hotline contact:\n{contacts}")
 
     def down(self) -> None:
         lab = self.lab

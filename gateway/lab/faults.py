@@ -329,17 +329,38 @@ def wait_jobs_done(cluster: ClusterLab, ids: list[str], timeout: float) -> dict[
     return jobs
 
 
+def doubled_dials(history: list[dict]) -> int:
+    """A job's dials that should not have happened: an attempt dialled while another was still
+    open, an attempt id dialled twice, or a dial after an attempt that was answered (the citizen
+    pressed 1 and talked). A retry after an attempt the citizen was not served on is policy."""
+    doubled, open_attempt, seen, served = 0, None, set(), False
+    for entry in history:
+        if entry.get("event") == "dialing":
+            doubled += open_attempt is not None or entry.get("attempt_id") in seen or served
+            seen.add(entry.get("attempt_id"))
+            open_attempt = entry.get("attempt_id")
+        elif entry.get("event") == "attempt":
+            served = served or entry.get("outcome") == "answered"
+            open_attempt = None
+    return doubled
+
+
 def _count_callbacks(cluster: ClusterLab, row: FaultRow, numbers: list[str], ids: list[str],
                      timeout: float) -> None:
+    from ..dialer.jobs import JobStore
+
     jobs = wait_jobs_done(cluster, ids, timeout)
     steps = cluster.lab.carrier_steps()
     keyed = {number: steps.get(number, {}).get("dtmf", 0) for number in numbers}
+    store = JobStore(cluster.records().client(timeout=5), owner="lab-faults")
     row.jobs = len(ids)
     row.lost = sum(1 for job in jobs.values() if job.get("state") != "done" or job.get("outcome") != "connected") \
         + (len(ids) - len(jobs))
-    row.doubled = sum(1 for n in keyed.values() if n > 1)
+    row.doubled = sum(doubled_dials(store.history(job_id)) for job_id in ids)
+    retried = sum(1 for n in keyed.values() if n > 1)
     row.notes.append(f"citizens who took the callback (pressed 1): {sum(1 for n in keyed.values() if n)}"
-                     f"/{len(numbers)}, outcomes {dict(Counter(j.get('outcome', '?') for j in jobs.values()))}")
+                     f"/{len(numbers)}, outcomes {dict(Counter(j.get('outcome', '?') for j in jobs.values()))}"
+                     + (f", {retried} called again after an unserved first attempt" if retried else ""))
 
 
 def gateway_killed_mid_dial(cluster: ClusterLab, report: Report) -> FaultRow:

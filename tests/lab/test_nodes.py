@@ -109,3 +109,19 @@ def test_dispatcher_list_and_kamcmd_output_round_trip() -> None:
 }
 """
     assert parse_dispatcher_list(kamcmd) == {"sip:127.0.0.1:5060": "AP", "sip:127.0.0.3:5060": "IP"}
+
+
+def test_a_doubled_dial_is_an_overlap_a_repeated_attempt_or_a_dial_after_the_citizen_was_served() -> None:
+    from gateway.lab.faults import doubled_dials
+
+    def dial(a):
+        return {"event": "dialing", "attempt_id": a}
+
+    def outcome(a, o):
+        return {"event": "attempt", "attempt_id": a, "outcome": o}
+
+    assert doubled_dials([dial("a1"), outcome("a1", "unconfirmed"), dial("a2"), outcome("a2", "answered")]) == 0
+    assert doubled_dials([dial("a1"), {"event": "lease-recovered"}, outcome("a1", "answered")]) == 0
+    assert doubled_dials([dial("a1"), dial("a2"), outcome("a2", "answered")]) == 1
+    assert doubled_dials([dial("a1"), outcome("a1", "busy"), dial("a1")]) == 1
+    assert doubled_dials([dial("a1"), outcome("a1", "answered"), dial("a2")]) == 1
