@@ -211,10 +211,6 @@ class ClusterLab:
             "redis": {"sentinels": self.redis.sentinels, "primary": f"{primary[0]}:{primary[1]}" if primary else None},
         }
 
-    def wait_node_state(self, node: Node, active: bool, timeout: float) -> dict[str, str]:
-        """Until Kamailio's dispatcher has ``node`` active (or not)."""
-        return self.kamailio.wait_active([node.sip], timeout, active=active)
-
     # -- calls -------------------------------------------------------------------------
     def node_ami(self, node: Node) -> AmiClient:
         """The lab tool's own AMI session (every event) on one node."""
