@@ -23,78 +23,25 @@ import time
 import urllib.request
 from collections import Counter
 from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
 
 from ..monitor.queue_log import parse_lines
 from .ami_blocking import AmiClient
 from .cluster import ClusterLab
 from .errors import LabError
+from .faultcount import FaultRow, QueueLog, doubled_dials, format_table, kill9, wait_until, write_rows
 from .nodes import Node
 from .settings import LAB_DIALER_ENV
 
-__all__ = ["FaultRow", "QueueLogMark", "format_table", "place_calls"]
+__all__ = ["FaultRow", "QueueLogMark", "doubled_dials", "format_table", "kill9", "place_calls", "write_rows"]
 
 Report = Callable[[str], None]
 
 
-@dataclass
-class FaultRow:
-    fault: str
-    #: calls placed through the front door during the scenario
-    calls: int = 0
-    #: of those, calls that reached an agent or the queue (ENTERQUEUE on some node)
-    reached: int = 0
-    #: callbacks (or other jobs) in flight
-    jobs: int = 0
-    lost: int = 0
-    doubled: int = 0
-    notes: list[str] = field(default_factory=list)
-
-    def as_json(self) -> dict:
-        return asdict(self)
-
-
-def format_table(rows: Iterable[FaultRow]) -> str:
-    lines = ["| fault | calls placed | reached agent/queue | jobs in flight | lost | doubled | notes |",
-             "|---|---|---|---|---|---|---|"]
-    for row in rows:
-        lines.append(f"| {row.fault} | {row.calls} | {row.reached} | {row.jobs} | {row.lost} | {row.doubled} | "
-                     f"{'; '.join(row.notes)} |")
-    return "\n".join(lines)
-
-
-class QueueLogMark:
+class QueueLogMark(QueueLog):
     """Where every node's queue_log ended when the scenario started; what was added since."""
 
     def __init__(self, cluster: ClusterLab) -> None:
-        self.paths = {node.name: cluster.lab.chroot.path(f"{node.log_dir}/queue_log") for node in cluster.nodes}
-        self.offsets = {name: (path.stat().st_size if path.exists() else 0) for name, path in self.paths.items()}
-
-    def entered(self) -> dict[str, Counter]:
-        """{node: Counter(caller number → ENTERQUEUE count)} since the mark."""
-        out: dict[str, Counter] = {}
-        for name, path in self.paths.items():
-            out[name] = Counter()
-            if not path.exists():
-                continue
-            with open(path, "rb") as handle:
-                handle.seek(self.offsets[name])
-                lines = handle.read().decode("utf-8", "replace").splitlines()
-            for entry in parse_lines(lines):
-                if entry.event == "ENTERQUEUE":
-                    out[name][entry.field(2)] += 1
-        return out
-
-    def reached(self, callers: Iterable[str]) -> tuple[int, int, dict[str, int]]:
-        """(callers that reached a queue, callers that entered more than once, per-node counts)."""
-        entered = self.entered()
-        total = Counter()
-        for counts in entered.values():
-            total.update(counts)
-        wanted = set(callers)
-        per_node = {name: sum(n for caller, n in counts.items() if caller in wanted) for name, counts in entered.items()}
-        return (sum(1 for c in wanted if total[c] > 0), sum(1 for c in wanted if total[c] > 1), per_node)
+        super().__init__({node.name: cluster.lab.chroot.path(f"{node.log_dir}/queue_log") for node in cluster.nodes})
 
 
 def place_calls(carrier: AmiClient, callers: Iterable[str], hangup_after: float, spacing: float = 0.3,
@@ -150,13 +97,6 @@ def wait_gateway_ready(cluster: ClusterLab, node: Node, timeout: float = 60.0) -
         time.sleep(0.5)
 
 
-def kill9(pid: int | None, what: str) -> int:
-    if pid is None:
-        raise LabError(f"{what} is not running")
-    os.kill(pid, signal.SIGKILL)
-    return pid
-
-
 def pause_agents(cluster: ClusterLab, node: Node, paused: bool) -> None:
     pbx = cluster.pbx[node.name]
     for n in range(1, cluster.lab.settings.agents + 1):
@@ -174,17 +114,8 @@ def cut_ami(pid: int, port: int = 5038) -> int:
     return len(ports)
 
 
-def write_rows(rows: Iterable[FaultRow], path: Path) -> None:
-    path.write_text("".join(json.dumps(row.as_json(), ensure_ascii=False) + "\n" for row in rows))
-
-
 # -- scenarios ---------------------------------------------------------------------------
-def _wait(predicate: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise LabError(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(0.3)
+_wait = wait_until
 
 
 def node_killed(cluster: ClusterLab, report: Report) -> FaultRow:
@@ -327,22 +258,6 @@ def wait_jobs_done(cluster: ClusterLab, ids: list[str], timeout: float) -> dict[
         time.sleep(0.5)
         jobs = jobs_state(cluster, ids)
     return jobs
-
-
-def doubled_dials(history: list[dict]) -> int:
-    """A job's dials that should not have happened: an attempt dialled while another was still
-    open, an attempt id dialled twice, or a dial after an attempt that was answered (the citizen
-    pressed 1 and talked). A retry after an attempt the citizen was not served on is policy."""
-    doubled, open_attempt, seen, served = 0, None, set(), False
-    for entry in history:
-        if entry.get("event") == "dialing":
-            doubled += open_attempt is not None or entry.get("attempt_id") in seen or served
-            seen.add(entry.get("attempt_id"))
-            open_attempt = entry.get("attempt_id")
-        elif entry.get("event") == "attempt":
-            served = served or entry.get("outcome") == "answered"
-            open_attempt = None
-    return doubled
 
 
 def _count_callbacks(cluster: ClusterLab, row: FaultRow, numbers: list[str], ids: list[str],
