@@ -12,7 +12,7 @@ import shutil
 from collections.abc import Callable
 from pathlib import Path
 
-from . import procs
+from . import labuser, procs
 from .errors import LabError
 
 __all__ = ["Chroot"]
@@ -66,6 +66,11 @@ class Chroot:
         return self.asterisk_binary.exists()
 
     def ensure_built(self, report: Report) -> None:
+        """Build the root if missing; either way its Asterisk runs as the lab's own host user."""
+        self._build(report)
+        labuser.ensure_dedicated_user(self.root, report)
+
+    def _build(self, report: Report) -> None:
         if self.exists():
             report(f"chroot: reusing {self.root}")
             return
