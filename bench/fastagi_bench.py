@@ -97,6 +97,10 @@ class RunResult:
 class AgiServer:
     """One FastAGI server under test, as a subprocess."""
 
+    #: more environment for the gateway, more arguments for the bare server (bench/fastagi_flow_bench.py)
+    gateway_env: dict[str, str] = {}
+    bare_args: list[str] = []
+
     def __init__(self, target: str, workdir: Path) -> None:
         self.target = target
         self.workdir = workdir
@@ -114,9 +118,11 @@ class AgiServer:
                 HOTLINE_HTTP_PORT=str(GATEWAY_HTTP),
                 HOTLINE_LOG_LEVEL="warn",
             )
+            env.update(self.gateway_env)
             cmd = [python, "-m", "gateway", "run", "--bench"]
         elif self.target == "bare":
-            cmd = [python, str(REPO / "bench/baselines/bare_twisted.py"), "--port", str(self.port), "--rtt-file", str(self.rtt_file)]
+            cmd = [python, str(REPO / "bench/baselines/bare_twisted.py"), "--port", str(self.port), "--rtt-file",
+                   str(self.rtt_file), *self.bare_args]
         else:
             self.rtt_dir.mkdir(exist_ok=True)
             cmd = [python, str(REPO / "bench/baselines/pyst2_fastagi.py"), "--port", str(self.port), "--rtt-dir", str(self.rtt_dir)]
@@ -171,6 +177,14 @@ class AgiServer:
 class Driver:
     """Originates bench calls over AMI and waits for their BenchDone events."""
 
+    #: dialplan contexts of the two legs and the AGI script (bench/fastagi_flow_bench.py runs other ones)
+    native_context = "bench-native"
+    agi_context = "bench-agi"
+    citizen_context = "bench-citizen"
+    script = "bench"
+    #: caller id of the originated calls (None: none)
+    caller_id: str | None = None
+
     def __init__(self, ami: AmiProtocol) -> None:
         self.ami = ami
         self.waiting: dict[str, defer.Deferred] = {}
@@ -193,10 +207,10 @@ class Driver:
         call = f"b{run_id}-{index}"
         d: defer.Deferred = defer.Deferred()
         self.waiting[f"{call}-b"] = d
-        context = "bench-native" if target == "native" else "bench-agi"
+        context = self.native_context if target == "native" else self.agi_context
         fields = [
             ("Channel", f"Local/s@{context}"),
-            ("Context", "bench-citizen"),
+            ("Context", self.citizen_context),
             ("Exten", "s"),
             ("Priority", "1"),
             ("Async", "true"),
@@ -204,8 +218,10 @@ class Driver:
             ("OtherChannelId", f"{call}-b"),
             ("Timeout", "30000"),
         ]
+        if self.caller_id:
+            fields.append(("CallerID", f'"bench" <{self.caller_id}>'))
         if target != "native":
-            fields.append(("Variable", f"BENCH_AGI=agi://127.0.0.1:{PORTS[target]}/bench"))
+            fields.append(("Variable", f"BENCH_AGI=agi://127.0.0.1:{PORTS[target]}/{self.script}"))
         try:
             await self.ami.send_action("Originate", fields)
         except Exception:  # noqa: BLE001 — an originate refused is a failed call, counted
@@ -241,15 +257,15 @@ def lab_secret() -> str:
     return path.read_text().strip()
 
 
-async def bench(reactor, args) -> list[RunResult]:
+async def bench(reactor, args, driver_class=None, server_class=None) -> list[RunResult]:
     workdir = Path(tempfile.mkdtemp(prefix="fastagi-bench-"))
     endpoint = endpoints.TCP4ClientEndpoint(reactor, "127.0.0.1", 5038)
     ami = await endpoints.connectProtocol(endpoint, AmiProtocol())
     await ami.banner
     secret = lab_secret()
     await ami.login("hotline-lab", secret, events="user,call")
-    driver = Driver(ami)
-    servers = {t: AgiServer(t, workdir) for t in args.targets if t != "native"}
+    driver = (driver_class or Driver)(ami)
+    servers = {t: (server_class or AgiServer)(t, workdir) for t in args.targets if t != "native"}
     for server in servers.values():
         server.start()
     results: list[RunResult] = []
@@ -350,29 +366,33 @@ async def _main(reactor, args):
     text = report(results)
     print(text)
     if args.json:
-        Path(args.json).write_text(
-            json.dumps(
-                [
-                    {
-                        "target": r.target,
-                        "concurrency": r.concurrency,
-                        "calls": r.calls,
-                        "calls_per_s": r.rate,
-                        "failed": r.failed,
-                        "cpu_ms_per_call": r.cpu_ms_per_call,
-                        "rtt_p50_ms": 1000 * percentile(r.rtts, 0.5) if r.rtts else None,
-                        "rtt_p99_ms": 1000 * percentile(r.rtts, 0.99) if r.rtts else None,
-                        "rounds": [
-                            {"calls": x.calls, "calls_per_s": x.calls / x.wall if x.wall else 0.0,
-                             "failed": x.calls - x.good, "cpu_ms_per_call": x.cpu_ms_per_call}
-                            for x in r.rounds
-                        ],
-                    }
-                    for r in results
-                ],
-                indent=2,
-            )
+        write_json(results, args.json)
+
+
+def write_json(results: list[RunResult], path: str) -> None:
+    Path(path).write_text(
+        json.dumps(
+            [
+                {
+                    "target": r.target,
+                    "concurrency": r.concurrency,
+                    "calls": r.calls,
+                    "calls_per_s": r.rate,
+                    "failed": r.failed,
+                    "cpu_ms_per_call": r.cpu_ms_per_call,
+                    "rtt_p50_ms": 1000 * percentile(r.rtts, 0.5) if r.rtts else None,
+                    "rtt_p99_ms": 1000 * percentile(r.rtts, 0.99) if r.rtts else None,
+                    "rounds": [
+                        {"calls": x.calls, "calls_per_s": x.calls / x.wall if x.wall else 0.0,
+                         "failed": x.calls - x.good, "cpu_ms_per_call": x.cpu_ms_per_call}
+                        for x in r.rounds
+                    ],
+                }
+                for r in results
+            ],
+            indent=2,
         )
+    )
 
 
 if __name__ == "__main__":

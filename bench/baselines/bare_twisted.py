@@ -5,6 +5,9 @@ call record, no metrics, no flow engine. Command round trips are kept in
 memory and written to --rtt-file (then cleared) on SIGUSR1.
 
     python bench/baselines/bare_twisted.py --port 4574 --rtt-file /tmp/rtt.json
+
+``--script FILE`` sends the command lines of FILE instead (bench/fastagi_flow_bench.py: the
+gateway's two fast-path commands of the default flow).
 """
 from __future__ import annotations
 
@@ -58,7 +61,7 @@ class BareAgi(LineOnlyReceiver):
             self.transport.loseConnection()
             return
         RTTS.append(time.perf_counter() - self.sent_at)
-        if self.step == 9:  # reply to WAIT FOR DIGIT
+        if self.step == 9 and SCRIPT[8:9] == [b'WAIT FOR DIGIT "5000"']:  # reply to WAIT FOR DIGIT
             value = line.split(b"result=", 1)[1].split(b" ", 1)[0]
             self.digit = chr(int(value)) if value.isdigit() and int(value) > 0 else ""
         if self.step >= len(SCRIPT):
@@ -79,7 +82,11 @@ def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--port", type=int, default=4574)
     parser.add_argument("--rtt-file")
+    parser.add_argument("--script", help="a file of AGI command lines to send instead of the 12-command script")
     args = parser.parse_args()
+    if args.script:
+        with open(args.script, "rb") as handle:
+            SCRIPT[:] = [line.rstrip(b"\n") for line in handle if line.strip()]
     factory = Factory.forProtocol(BareAgi)
     reactor.listenTCP(args.port, factory, backlog=1024, interface="127.0.0.1")
 
