@@ -20,6 +20,7 @@ prompt. The calling leg plays 0.4 s of near-silence and then waits (it keys noth
 
     .venv/bin/python bench/fastagi_flow_bench.py --concurrency 200,600 --calls 3000 \\
         --json bench/last-fastagi-flow.json
+    .venv/bin/python bench/fastagi_flow_bench.py --fast-path off ...   # the full engine, same flow
 
 Ratios as in bench/fastagi_bench.py: calls/s against native, CPU per call against bare, same run.
 """
@@ -102,6 +103,9 @@ def main(argv=None) -> int:
     parser.add_argument("--no-lab", action="store_true", help="assume the lab Asterisk is already up")
     parser.add_argument("--caller", default=CALLER,
                         help="caller id of the calls ('' = none: the gateway's caller look-up in Redis is skipped)")
+    parser.add_argument("--fast-path", choices=("on", "off"), default="on",
+                        help="off: the gateway runs the same flow on its full engine (6 round trips), "
+                             "to measure what the fast path saves against the same native and bare")
     args = parser.parse_args(argv)
     FlowDriver.caller_id = args.caller or None
     if not args.no_lab:
@@ -109,6 +113,7 @@ def main(argv=None) -> int:
     install_greeting()
     workdir = Path(tempfile.mkdtemp(prefix="fastagi-flow-bench-"))
     servers = server_class(workdir)
+    servers.gateway_env = dict(servers.gateway_env, HOTLINE_FLOWS_FAST_PATH="true" if args.fast_path == "on" else "false")
 
     async def run(reactor):
         results = await fb.bench(reactor, args, FlowDriver, servers)
