@@ -17,6 +17,7 @@ from pathlib import Path
 
 from .chroot import Chroot
 from .errors import LabError
+from .sipagents import queue_members
 
 __all__ = ["CARRIER_ETC", "PJSIP_AGENTS", "ConfigInstaller", "LabConfigValues", "render_carrier", "render_generated"]
 
@@ -54,6 +55,8 @@ class LabConfigValues:
     trunk_extra_match: tuple[str, ...] = ()
     #: a second gateway, tried when HOTLINE_AGI cannot be reached (extensions.conf)
     agi_backup_url: str = ""
+    #: queue members PJSIP/agentN (registered SIPp phones, `up --sip-agents`) instead of Local/agentN@lab-agent
+    sip_agents: bool = False
 
 
 def _lab_ami_user(user: str, secret: str) -> str:
@@ -138,8 +141,7 @@ def render_generated(values: LabConfigValues) -> dict[str, str]:
             f"HOTLINE_MISSED_REDIS = {values.redis_url}\n"
             + (f"HOTLINE_AGI_BACKUP = {values.agi_backup_url}\n" if values.agi_backup_url else "")
         ),
-        "hotline-queue-members.conf": "; written by hotline-lab: scripted agents (extensions.conf [lab-agent])\n"
-        + "".join(f"member => Local/agent{n}@lab-agent,0,agent{n}\n" for n in range(1, values.lab_agents + 1)),
+        "hotline-queue-members.conf": queue_members(values.lab_agents, values.sip_agents),
     }
     for number, password in sorted(values.agent_passwords.items()):
         files[f"hotline-secrets/pjsip-agent{number}.conf"] = f"; written by hotline-lab\npassword = {password}\n"

@@ -37,6 +37,7 @@ from .install import (
 from .prompts import LAB_TONES, SoundBuilder, collect_prompts, install_file
 from .redisctl import RedisControl
 from .settings import LabSettings
+from .sipagents import AgentPhones
 from .trunkcalls import originate_citizen_via_trunk, originate_outbound
 
 __all__ = ["Lab"]
@@ -70,6 +71,8 @@ class Lab:
             runtime_dirs=CARRIER_RUNTIME_DIRS, secrets_dir="carrier-secrets", keep_debian_samples=False,
         )
         self.sounds = SoundBuilder(s.state_dir / "sound-cache")
+        #: registered SIPp agent phones (`up --sip-agents`; remembered in <state>/sip-agents.mode)
+        self.phones = AgentPhones(self)
         self.gateway = GatewayProcess(
             python=s.python,
             repo_root=s.repo_root,
@@ -104,6 +107,8 @@ class Lab:
             "HOTLINE_MONITOR_QUEUE_LOG": str(self.chroot.path("/var/log/asterisk/queue_log")),
             # the lab trunk's capacity (hotline_trunk_channels_capacity)
             "HOTLINE_MONITOR_TRUNK_CAPACITY": f"carrier={s.trunk_capacity}",
+            # Asterisk's file tree as the gateway sees it: a voice message is checked for audio before "saved"
+            "HOTLINE_FLOWS_RECORDINGS_ROOT": str(self.chroot.root),
         }
         if not s.ami_secret_env:
             env["HOTLINE_AMI_SECRET_FILE"] = str(secrets.ami_secret_file(s.state_dir))
@@ -204,6 +209,7 @@ class Lab:
             trunk_expiration=s.trunk_expiration,
             trunk_qualify=s.trunk_qualify,
             trunk_retry=s.trunk_retry,
+            sip_agents=self.phones.enabled(),
         )
 
     def install(self) -> None:
@@ -223,6 +229,8 @@ class Lab:
         with self._lock():
             self.asr.stop(self.report)
             self.gateway.stop(self.report)
+            self.phones.stop()  # unregistered while Asterisk still runs
+            self.phones.remember(False)
             self.asterisk.stop(self.report)
             self.carrier.stop(self.report)
             self.chroot.unmount(self.report)
@@ -273,6 +281,8 @@ class Lab:
                 "ping": self.redis.ping(),
                 "started_by_lab": self.redis.started_by_lab() is not None,
             },
+            # `up --sip-agents`: the registered SIPp agent phones (None: scripted Local agents)
+            "phones": self.phones.status() if self.phones.enabled() else None,
         }
 
     def cli(self, command: str, timeout: float = 20.0) -> str:
