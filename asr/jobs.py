@@ -186,9 +186,11 @@ class JobQueue(StreamQueue):
     """The transcription job stream, with dead letters and the idempotent draft store."""
 
     def __init__(self, client: redis.Redis, stream: str, group: str, consumer: str, *, dead_letter_stream: str,
-                 drafts_stream: str, draft_key_prefix: str, draft_ttl: int = 0) -> None:
+                 drafts_stream: str, draft_key_prefix: str, draft_ttl: int = 0, callback_stream: str = "") -> None:
         super().__init__(client, stream, group, consumer)
         self.dead_letter_stream = dead_letter_stream
+        #: the IVR's callback requests (``hotline:callback:requests``): a lost voice message becomes one
+        self.callback_stream = callback_stream
         self.drafts_stream = drafts_stream
         self.draft_key_prefix = draft_key_prefix
         self.draft_ttl = draft_ttl
@@ -233,8 +235,9 @@ class JobQueue(StreamQueue):
     def last_error(self, entry_id: str) -> str:
         return self.client.hget(self.errors_key, entry_id) or ""
 
-    def dead_letter(self, delivery: Delivery, reason: str) -> None:
-        """Move the job to the dead-letter stream with the reason, and ack it (atomically)."""
+    def dead_letter(self, delivery: Delivery, reason: str, callback: dict[str, Any] | None = None) -> None:
+        """Move the job to the dead-letter stream with the reason, and ack it (atomically); with
+        ``callback`` (and a callback stream), request a callback for the citizen in the same step."""
         fields = {
             "job_id": delivery.id,
             "recording_id": str(delivery.fields.get("recording_id", "")),
@@ -243,6 +246,9 @@ class JobQueue(StreamQueue):
             "attempts": str(delivery.attempts),
         }
         pipe = self.client.pipeline(transaction=True)
+        if callback is not None and self.callback_stream:
+            pipe.xadd(self.callback_stream, {"call_id": str(callback.get("call_id", "")),
+                                             "data": json.dumps(callback, ensure_ascii=False)})
         pipe.xadd(self.dead_letter_stream, fields)
         pipe.xack(self.stream, self.group, delivery.id)
         pipe.hdel(self.errors_key, delivery.id)

@@ -21,6 +21,12 @@ class AsrMetrics:
             ["outcome"],
             registry=registry,
         )
+        self.callbacks_requested = Counter(
+            "hotline_asr_callbacks_requested",
+            "Voice messages dead-lettered (recording empty, truncated or unreadable) turned into a callback "
+            "request for the citizen (hotline:callback:requests)",
+            registry=registry,
+        )
         self.reclaimed = Counter(
             "hotline_asr_jobs_reclaimed", "Jobs taken over from a consumer that left them pending", registry=registry
         )

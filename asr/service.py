@@ -86,7 +86,7 @@ def run_worker(config: GatewayConfig, reactor: Any, consumer: str | None = None)
 
     queue = JobQueue(client, asr.jobs_stream, asr.group, consumer, dead_letter_stream=asr.dead_letter_stream,
                      drafts_stream=asr.drafts_stream, draft_key_prefix=asr.draft_key_prefix,
-                     draft_ttl=asr.draft_ttl)
+                     draft_ttl=asr.draft_ttl, callback_stream=f"{config.redis.key_prefix}:callback:requests")
     worker = TranscriptionWorker(
         queue, lambda path, stop: engine.transcribe_file(path, should_stop=stop), drafter,
         clock=reactor, run_redis=run_redis, run_decode=run_decode, metrics=metrics,

@@ -42,6 +42,7 @@ from gateway.masking import mask_text
 
 from .engine import Cancelled, Transcript
 from .jobs import Delivery, JobError, JobQueue, StreamQueue, decode_job
+from .lost_messages import callback_request
 from .metrics import AsrMetrics
 from .sinks import SinkError, backoff_delay
 
@@ -205,8 +206,11 @@ class TranscriptionWorker(_StreamLoop):
 
     async def _fail(self, delivery: Delivery, reason: str, recording_id: str = "") -> str:
         if delivery.attempts >= self.max_attempts:
-            await self.redis("dead_letter", lambda: self.jobs.dead_letter(delivery, reason))
+            callback = callback_request(delivery, reason)  # a lost voice message: the citizen is called back
+            await self.redis("dead_letter", lambda: self.jobs.dead_letter(delivery, reason, callback))
             self.metrics.jobs.labels(outcome="dead_lettered").inc()
+            if callback is not None and self.jobs.callback_stream:
+                self.metrics.callbacks_requested.inc()
             log.error("Job {job_id} ({recording_id}) dead-lettered after {attempts} attempt(s): {reason}",
                       job_id=delivery.id, recording_id=recording_id, attempts=delivery.attempts, reason=reason)
             return "dead_lettered"

@@ -10,6 +10,7 @@ import argparse
 import gc
 import signal
 import json
+import os
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -26,11 +27,13 @@ from .agi.server import FastAgiFactory
 from .config import ConfigError, GatewayConfig, as_dict, load_config
 from .flows.library import FlowLibrary
 from .flows.loader import FlowError, load_flows
+from .flows.recordings import RecordingCheck
 from .http import build_site, readiness_checks
-from .metrics import GatewayMetrics
+from .metrics import ChildCache, GatewayMetrics
 from .scripts.bench import bench_script
 from .monitor.checkpoint import RedisCheckpointStore
 from .monitor.service import Monitor, build_monitor, queue_log_reader
+from .storage.caller_lookup import ReactorCallerLookup
 from .storage.flow_store import RedisFlowServices
 from .storage.redis_clients import SentinelError, blocking_client, check_sentinels, sentinels_of
 from .storage.redis_store import RedisCallStore
@@ -86,8 +89,13 @@ def build_gateway(reactor, config: GatewayConfig, enable_bench: bool = False) ->
     def run_blocking(fn):
         return deferToThreadPool(reactor, pool, fn)
 
+    # a voice message's stat (gateway/flows/recordings.py) in the reactor's own pool: never on the reactor
+    recordings = RecordingCheck(config.flows.recordings_root,
+                                lambda fn, *a: deferToThreadPool(reactor, reactor.getThreadPool(), fn, *a)) \
+        if config.flows.recordings_root else None
     flow_services = RedisFlowServices(
-        client, run_blocking, reactor, metrics, key_prefix=config.redis.key_prefix, timezone=config.flows.timezone
+        client, run_blocking, reactor, metrics, key_prefix=config.redis.key_prefix, timezone=config.flows.timezone,
+        recordings=recordings,
     )
     survey_backend = build_survey_backend(reactor, config, client, run_blocking, registry) \
         if config.surveys.enabled else None
@@ -97,6 +105,12 @@ def build_gateway(reactor, config: GatewayConfig, enable_bench: bool = False) ->
         on_load=lambda result: metrics.flow_loads.labels(result=result).inc(),
         services=flow_services,
         survey=survey_backend,
+        fast_path=config.flows.fast_path,
+        prompt_dir=config.flows.prompt_dir,
+        on_fast_path=lambda result, _c=ChildCache(metrics.fast_path): _c.get(result).inc(),
+        # the fast path's look-up: one pipeline on the call records' reactor client (built below)
+        caller_lookup=ReactorCallerLookup(lambda commands: records_client.execute(commands),
+                                          config.redis.key_prefix),
     )
     scripts = build_scripts(library, enable_bench)
 
@@ -249,6 +263,8 @@ def build_dialer(reactor, config: GatewayConfig, client, run_blocking, registry:
             trunk=d.trunk, lease=d.lease, poll_interval=d.poll_interval, batch=d.batch, ring_timeout=d.ring_timeout,
             per_number_cap=d.per_number_cap, min_talk=c.min_talk, retry_interval=config.redis.retry_interval,
             callback_priority=c.priority,
+            # test-only hook of the fault runs (tests/faults): never set in production
+            test_pause=float(os.environ.get("HOTLINE_DIALER_TEST_PAUSE") or 0),
         ),
         policy=policy,
     )

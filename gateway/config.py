@@ -155,6 +155,13 @@ class FlowsConfig:
     default_queue: str = "12345"
     #: local time for time windows and working days
     timezone: str = "Asia/Shanghai"
+    #: the default path (look-up, greeting, queue) in two AGI round trips (gateway/flows/fastpath.py);
+    #: a flow opts out with settings.fast_path: false
+    fast_path: bool = True
+    #: where the gateway sees Asterisk's file tree ("/" on the same host, the chroot in the lab): a voice
+    #: message RECORD FILE reports as saved is then checked for audio (gateway/flows/recordings.py);
+    #: "" = not visible, not checked
+    recordings_root: str = ""
 
 
 @dataclass(frozen=True)

@@ -158,3 +158,9 @@ class GatewayMetrics:
             ["result"],
             registry=registry,
         )
+        self.fast_path = Counter(
+            "hotline_flow_fast_path",
+            "Calls of flows with a fast path, by how they ran (fast, key, peak, engine)",
+            ["result"],
+            registry=registry,
+        )

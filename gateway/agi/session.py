@@ -63,7 +63,7 @@ class Handoff:
 @dataclass(frozen=True)
 class RecordResult:
     path: str
-    ended_by: str  # "dtmf" | "silence" | "timeout" | "hangup"
+    ended_by: str  # "dtmf" | "silence" | "timeout" | "hangup" | "error" (the file could not be written)
     digit: str | None
     end_position: int
 
@@ -181,7 +181,9 @@ class AgiSession:
         reply = await self.command(
             "RECORD FILE", *args, timeout=timeout_ms / 1000 + self.command_timeout, allow_hangup=True
         )
-        ended_by = {"dtmf": "dtmf", "timeout": "timeout", "hangup": "hangup"}.get(reply.data or "", "silence")
+        # "(writefile)": Asterisk could not open or write the file (disk full, permissions): no message
+        ended_by = {"dtmf": "dtmf", "timeout": "timeout", "hangup": "hangup", "writefile": "error"}.get(
+            reply.data or "", "silence")
         try:
             endpos = int(reply.extra.get("endpos", "0"))
         except ValueError:

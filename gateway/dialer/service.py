@@ -104,6 +104,9 @@ class DialerSettings:
     #: after a failed OriginateResponse, seconds to wait for the trunk leg's record (DIALSTATUS)
     record_grace: float = 1.5
     callback_priority: int = 20
+    #: TEST ONLY (fault runs): seconds to sleep between the write-ahead of a tick's calls and their
+    #: Originate, so a test can kill the process there. 0 (off) outside the fault tests.
+    test_pause: float = 0.0
 
 
 @dataclass
@@ -386,6 +389,10 @@ class Dialer:
                 )
             except Exception as exc:  # noqa: BLE001 — pause after the other jobs are settled
                 error, marks = exc, []
+            if self.settings.test_pause > 0 and marks:
+                log.warn("dialer: TEST PAUSE of {pause} s between the write-ahead and the Originate",
+                         pause=self.settings.test_pause)
+                await task.deferLater(self.clock, self.settings.test_pause, lambda: None)
             for (job, slot, attempt_id), (status, info) in zip(dial, marks):
                 if status == "ok":
                     self._originate(job, slot, attempt_id, int(info), now)

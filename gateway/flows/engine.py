@@ -25,7 +25,7 @@ from ..agi.session import AgiSession
 from .model import Flow, Node
 from .services import FlowServices, NullServices, QueueState, ServiceUnavailable, is_workday
 
-__all__ = ["FlowRunner", "ORDER_STATUSES", "RECORDING_DIR", "parse_queue_state"]
+__all__ = ["FlowRunner", "ORDER_STATUSES", "RECORDING_DIR", "parse_queue_state", "queue_state_expression"]
 
 log = Logger()
 
@@ -75,14 +75,25 @@ class FlowRunner:
         self._runners.update(self._survey_nodes.runners())
 
     async def run(self, session: AgiSession) -> None:
+        self.note_start(session)
+        # the dialplan's agi-done event reports it (HOTLINE_FLOW is set by the dialplan itself)
+        await session.set_variable(cv.FLOW_VERSION, self.flow.version)
+        await self.run_from(session, self.flow.start)
+
+    def note_start(self, session: AgiSession) -> None:
+        """The flow and its version in the call record, and the path's first step (no AGI command)."""
         record = getattr(session, "call_record", None)
         if record is not None:
             record.flow = self.flow.name
             record.flow_version = self.flow.version
         session.step(f"flow:{self.flow.name}")
-        # the dialplan's agi-done event reports it (HOTLINE_FLOW is set by the dialplan itself)
-        await session.set_variable(cv.FLOW_VERSION, self.flow.version)
-        node_id: str | None = self.flow.start
+
+    async def run_node(self, node: Node, session: AgiSession) -> str | None:
+        """One node's runner (the fast path runs the look-up, the branches and the prompt itself)."""
+        return await self._runners[node.type](node, session)
+
+    async def run_from(self, session: AgiSession, node_id: str | None) -> None:
+        """Run the flow from ``node_id`` to its hand-off (the default queue if it ends without one)."""
         steps = 0
         while node_id is not None and steps < MAX_STEPS:
             node = self.flow.nodes[node_id]
@@ -131,11 +142,7 @@ class FlowRunner:
         cached = session.vars.get(f"queue_state:{queue}")
         if isinstance(cached, QueueState):
             return cached
-        expression = (
-            f"${{QUEUE_VARIABLES({queue})}}${{QUEUE_WAITING_COUNT({queue})}},"
-            f"${{QUEUE_MEMBER({queue},logged)}},${{QUEUE_MEMBER({queue},free)}},${{QUEUEMAX}},${{QUEUETALKTIME}}"
-        )
-        state = parse_queue_state(await session.get_full_variable(expression))
+        state = parse_queue_state(await session.get_full_variable(queue_state_expression(queue)))
         if state is None:
             session.step(f"queue-state:{queue}:unknown")
         else:
@@ -243,6 +250,16 @@ class FlowRunner:
             beep=True,
         )
         session.step(f"record:{result.ended_by}")
+        # "(writefile)", or a file without audio although RECORD FILE said it saved one (gateway.flows.recordings)
+        problem = "not written" if result.ended_by == "error" else \
+            await self.services.recording_problem(f"{path}.wav", result.end_position)
+        if problem:  # nothing was saved (disk full …): say so, and an agent takes the call
+            if result.ended_by != "error":
+                session.step("record:no_audio")
+            self._unavailable(session, "recording", RuntimeError(f"Asterisk could not write {path}.wav: {problem}"))
+            await self._play(session, node.get("error_prompt"))
+            await self._to_agent(session)
+            return None
         job = {
             "recording_id": name,
             "path": f"{path}.wav",
@@ -416,6 +433,12 @@ class FlowRunner:
         await session.set_variable(cv.SERVED, "callback_request")  # its callback comes from the dialer
         await self._play(session, node.get("done_prompt"))
         return node.get("next")
+
+
+def queue_state_expression(queue: str) -> str:
+    """What :meth:`FlowRunner._queue_state` asks Asterisk (GET FULL VARIABLE); see parse_queue_state."""
+    return (f"${{QUEUE_VARIABLES({queue})}}${{QUEUE_WAITING_COUNT({queue})}},"
+            f"${{QUEUE_MEMBER({queue},logged)}},${{QUEUE_MEMBER({queue},free)}},${{QUEUEMAX}},${{QUEUETALKTIME}}")
 
 
 def parse_queue_state(raw: str | None) -> QueueState | None:

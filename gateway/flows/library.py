@@ -14,6 +14,7 @@ from twisted.logger import Logger
 
 from ..agi.session import AgiSession
 from .engine import FlowRunner
+from .fastpath import FastPathRunner, compile_fast_path
 from .loader import FlowError, load_flows
 from .model import Flow
 
@@ -22,8 +23,17 @@ log = Logger()
 
 class FlowLibrary:
     def __init__(self, directory: str, default_queue: str = "12345", on_load: Callable[[str], None] | None = None,
-                 services: Any = None, survey: Any = None, **loader_kwargs: Any) -> None:
+                 services: Any = None, survey: Any = None, fast_path: bool = False, prompt_dir: str = "hotline",
+                 on_fast_path: Callable[[str], None] | None = None, caller_lookup: Any = None,
+                 **loader_kwargs: Any) -> None:
         self.services = services
+        #: run each flow's default path in two AGI round trips when it has one (gateway/flows/fastpath.py)
+        self.fast_path = fast_path
+        self.prompt_dir = prompt_dir
+        self._on_fast_path = on_fast_path
+        #: the fast path's caller look-up on the reactor (gateway/storage/caller_lookup.py), if any
+        self.caller_lookup = caller_lookup
+        self._fast: dict[str, FastPathRunner] = {}
         #: backend of the survey nodes (gateway.surveys.flow.SurveyFlowBackend); None outside a survey campaign
         self.survey = survey
         self.directory = directory
@@ -38,8 +48,15 @@ class FlowLibrary:
 
     def _install(self, flows: dict[str, Flow]) -> None:
         # one runner per loaded flow version, built at load time rather than per call
-        self._runners = {name: FlowRunner(flow, self.default_queue, self.services, survey=self.survey)
-                         for name, flow in flows.items()}
+        runners = {name: FlowRunner(flow, self.default_queue, self.services, survey=self.survey)
+                   for name, flow in flows.items()}
+        fast = {}
+        for name, runner in runners.items() if self.fast_path else ():
+            plan, why = compile_fast_path(runner.flow, self.prompt_dir)
+            if plan is not None:
+                fast[name] = FastPathRunner(runner, plan, self._on_fast_path, self.caller_lookup)
+            log.info("Flow {name}: fast path {state}", name=name, state="on" if plan is not None else f"off ({why})")
+        self._runners, self._fast = runners, fast
         self.flows = flows
 
     def reload(self) -> bool:
@@ -63,7 +80,8 @@ class FlowLibrary:
 
     def handler(self, name: str) -> Callable[[AgiSession], Any]:
         async def run(session: AgiSession) -> None:
-            runner = self._runners[name]  # bound at call start; a reload later does not touch this call
+            # bound at call start; a reload later does not touch this call
+            runner = self._fast.get(name) or self._runners[name]
             await runner.run(session)
 
         return run

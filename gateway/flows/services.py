@@ -54,6 +54,10 @@ class FlowServices(Protocol):
 
     async def voice_message(self, job: dict[str, Any]) -> bool: ...
 
+    async def recording_problem(self, path: str, end_position: int = 0) -> str | None:
+        """Why a recording Asterisk reported as saved holds no message (gateway.flows.recordings),
+        or None: it does, or the gateway cannot see the recordings."""
+
     def failed(self, what: str, error: str) -> None: ...
 
 
@@ -93,6 +97,9 @@ class NullServices:
 
     async def voice_message(self, job: dict[str, Any]) -> bool:
         raise ServiceUnavailable("no job store configured")
+
+    async def recording_problem(self, path: str, end_position: int = 0) -> str | None:
+        return None  # the recordings are not visible here
 
     def failed(self, what: str, error: str) -> None:
         self.failures.append((what, error))

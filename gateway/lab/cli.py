@@ -25,6 +25,7 @@ from .errors import LabError
 from .lab import Lab
 from .nodes import NODES
 from .settings import LabSettings
+from .sipagents import parse_modes
 
 __all__ = ["main"]
 
@@ -145,7 +146,16 @@ def _cmd_up(lab: Lab, args: argparse.Namespace) -> int:
         return _cmd_up_nodes(lab, args)
     if cluster_nodes(lab) > 1:
         raise LabError("the lab runs with several nodes: `hotline-lab down` first")
+    modes = parse_modes(args.agent_modes or "")  # refuse a bad --agent-modes before anything starts
+    lab.phones.remember(args.sip_agents)  # the installed queue members follow it
     lab.up(gateway=not args.no_gateway, bench=args.bench, asr=not args.no_asr)
+    if args.sip_agents:
+        lab.phones.start(modes)
+        _say("agent phones: queue members PJSIP/agent1..3, " + ", ".join(
+            f"{name} {phone['sip']} {phone['mode']} ({phone['status'] or 'not registered'})"
+            for name, phone in lab.phones.status().items()))
+    else:
+        lab.phones.stop()
     s = lab.settings
     _say(
         f"lab up: AMI {s.ami_host}:{s.ami_port} gateway user {s.ami_user} "
@@ -158,8 +168,8 @@ def _cmd_up(lab: Lab, args: argparse.Namespace) -> int:
 
 
 def _cmd_up_nodes(lab: Lab, args: argparse.Namespace) -> int:
-    if args.bench:
-        raise LabError("--bench is for the single-node lab")
+    if args.bench or getattr(args, "sip_agents", False):
+        raise LabError("--bench and --sip-agents are for the single-node lab")
     if cluster_nodes(lab) == 1 and (lab.gateway.pid() is not None or lab.asterisk.pid() is not None):
         raise LabError("the single-node lab is up: `hotline-lab down` first (or `up --nodes 2 --fresh`)")
     cluster = ClusterLab(lab, NODES[: args.nodes])
@@ -209,6 +219,10 @@ def _cmd_status(lab: Lab, args: argparse.Namespace) -> int:
     print(f"trunk    carrier: registration {trunk['registration'] or '?'}, qualify {trunk['contact'] or '?'}")
     owner = "started by the lab" if rd["started_by_lab"] else "external"
     print(f"redis    {rd['url']} {'PONG' if rd['ping'] else 'not answering'} ({owner})")
+    if lab.phones.enabled():
+        for name, phone in lab.phones.status().items():
+            print(f"phone    {name} SIPp {phone['sip']} pid {phone['pid'] or '-'}, mode {phone['mode']}, "
+                  f"contact {phone['status'] or 'not registered'}")
     return 0
 
 
@@ -221,6 +235,10 @@ def _cmd_call(lab: Lab, args: argparse.Namespace) -> int:
         return 0 if result.went_through else 1
     result = lab.call(_request(lab, args))
     _print_call(result, args.json, _voice_message_drafts(lab, result))
+    if lab.phones.enabled() and not args.json:
+        phone = lab.phones.status().get(result.agent or "")
+        print(f"  answered by the registered phone {result.agent} (PJSIP/{result.agent}, SIPp at {phone['sip']})"
+              if phone and result.agent_answered else "  no registered agent phone answered")
     return 0 if result.went_through else 1
 
 
@@ -249,6 +267,11 @@ def _cmd_faults(lab: Lab, args: argparse.Namespace) -> int:
     """Bring the two-node lab up with the dialers on, run the fault scenarios, print the table."""
     from .faults import DIALER_ENV, SCENARIOS, format_table
 
+    if args.single:
+        from . import faults_single
+
+        return faults_single.main((["--only", args.only] if args.only else []) + (["--json"] if args.json else [])
+                                  + (["--write"] if args.write else []))
     names = args.only.split(",") if args.only else list(SCENARIOS)
     unknown = [name for name in names if name not in SCENARIOS]
     if unknown:
@@ -302,6 +325,10 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--fresh", action="store_true", help="run `down` first (restart everything)")
     up.add_argument("--nodes", type=int, choices=(1, 2), default=1,
                     help="2: Kamailio front door, two Asterisk nodes, two gateways, Redis with Sentinel")
+    up.add_argument("--sip-agents", action="store_true",
+                    help="queue members PJSIP/agent1..3: SIPp phones registered with digest auth answer")
+    up.add_argument("--agent-modes", metavar="agentN=MODE,...",
+                    help="with --sip-agents: answer (default), late:N, reject486 or absent per phone")
     up.set_defaults(func=_cmd_up)
 
     sub.add_parser("down", help="stop the gateway and Asterisk, unmount /proc and /dev").set_defaults(func=_cmd_down)
@@ -333,6 +360,10 @@ def build_parser() -> argparse.ArgumentParser:
     faults.add_argument("--only", help="comma-separated scenarios: node,gateway-flow,gateway-dial,redis,ami")
     faults.add_argument("--keep", action="store_true", help="leave the two-node lab up afterwards")
     faults.add_argument("--json", action="store_true")
+    faults.add_argument("--single", action="store_true",
+                        help="the single-node faults instead (python -m gateway.lab.faults_single; --only "
+                             "asterisk,redis,gateway-lease,webhook,disk)")
+    faults.add_argument("--write", action="store_true", help="with --single: also write bench/last-faults-single.txt")
     faults.set_defaults(func=_cmd_faults)
 
     demo = sub.add_parser("demo", help="up + one call (by default over the carrier trunk)")

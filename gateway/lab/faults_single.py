@@ -227,7 +227,9 @@ def disk_full_for_recordings(lab: Lab, report: Report, inodes: bool = True) -> F
     With the inodes full too, Asterisk cannot create the file (RECORD FILE answers "(writefile)"): the
     citizen must hear why (record_error) and reach the queue, no transcription job may point at a
     missing file, and the failure is counted. With only the blocks full, Asterisk creates the file and
-    res_agi's RECORD FILE does not check its writes: that loss is measured and reported as it is."""
+    res_agi's RECORD FILE does not check its writes (it answers success over a 4-byte file): the gateway
+    stats the recording before saying "saved" (gateway/flows/recordings.py, HOTLINE_FLOWS_RECORDINGS_ROOT)
+    and takes the same error path (record:no_audio)."""
     start_gateway(lab, report)
     caller = callers("64" if inodes else "66", 1)[0]
     script_numbers(lab, [caller])  # its callback (an abandon at the paused queue) connects

@@ -26,6 +26,7 @@ from zoneinfo import ZoneInfo
 import redis
 from twisted.internet import defer, task
 
+from ..flows.recordings import RecordingCheck
 from ..flows.services import OrderStatus, ServiceUnavailable
 from ..metrics import GatewayMetrics
 
@@ -39,8 +40,11 @@ _TRANSIENT = (redis.ConnectionError, redis.TimeoutError, redis.ReadOnlyError)
 class RedisFlowServices:
     def __init__(self, client: Any, run_blocking: Callable[[Callable[[], Any]], defer.Deferred], clock: Any,
                  metrics: GatewayMetrics, key_prefix: str = "hotline", timezone: str = "Asia/Shanghai",
-                 retry_delays: tuple[float, ...] = WRITE_RETRY_DELAYS) -> None:
+                 retry_delays: tuple[float, ...] = WRITE_RETRY_DELAYS,
+                 recordings: RecordingCheck | None = None) -> None:
         self._client = client
+        #: stats Asterisk's recordings when the gateway can see them (flows.recordings_root)
+        self._recordings = recordings
         self._retry_delays = retry_delays
         self._run = run_blocking
         self._clock = clock
@@ -105,6 +109,11 @@ class RedisFlowServices:
         fields = {"recording_id": job["recording_id"], "data": json.dumps(job, ensure_ascii=False)}
         await self._write(lambda: self._client.xadd(self.key("jobs", "transcribe"), fields))
         return True
+
+    async def recording_problem(self, path: str, end_position: int = 0) -> str | None:
+        if self._recordings is None:
+            return None
+        return await self._recordings.problem(path, end_position)
 
     def failed(self, what: str, error: str) -> None:
         self._metrics.flow_service_failures.labels(service=what).inc()

@@ -42,12 +42,13 @@ def test_a_full_recordings_disk_still_puts_the_citizen_through_and_counts_the_fa
     assert "service=recording}: 1;" in row.notes[0] + ";", row
 
 
-def test_a_disk_full_of_data_but_not_inodes_loses_the_message_silently_known_limit(fault_lab: Lab) -> None:
-    """Known, not fixed here: with free inodes Asterisk creates the recording, and res_agi's RECORD FILE
-    never checks its writes (ast_writestream's result is ignored), so the flow is told the message was
-    recorded; the file has no audio and the citizen hangs up believing it was saved. Exactly one citizen
-    lost; nothing doubled. (Detecting it needs Asterisk to report the size — func_env's STAT(), not
-    loaded by this PBX's modules.conf — or Record() with RECORD_STATUS instead of RECORD FILE.)"""
+def test_a_disk_full_of_data_but_not_inodes_is_caught_before_saved_and_loses_nothing(fault_lab: Lab) -> None:
+    """With free inodes Asterisk creates the recording, and res_agi's RECORD FILE never checks its writes
+    (ast_writestream's result is ignored): it answers success over a 4-byte file. The gateway stats the
+    recording before saying "saved" (gateway/flows/recordings.py): no audio → record_error, the queue, no
+    job, and the failure counted — as with a disk whose inodes are full too."""
     row = _run(fault_lab, "disk-blocks")
-    assert (row.lost, row.doubled) == (1, 0), row
-    assert any("NOT told" in note for note in row.notes), row
+    assert (row.lost, row.doubled) == (0, 0), row
+    assert not any("NOT told" in note for note in row.notes), row  # heard record_error, not record_ok
+    assert "record:no_audio" in row.notes[0] and "jobs 0" in row.notes[0], row
+    assert "service=recording}: 1;" in row.notes[0] + ";", row

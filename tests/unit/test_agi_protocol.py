@@ -276,6 +276,20 @@ def test_record_file_ended_by_hang_up_still_returns_the_recording():
     assert store.ended[0].outcome == "caller_hangup"
 
 
+def test_record_file_that_asterisk_could_not_write_is_an_error_not_a_message():
+    """Disk full: Asterisk answers "result=-1 (writefile)"; that is no recording (never "silence")."""
+    got = []
+
+    async def flow(session):
+        got.append(await session.record("/tmp/msg", silence_s=5))
+
+    factory, clock, store, _ = make_factory(registry_with(flow))
+    proto, transport = connect(factory)
+    proto.dataReceived(env())
+    proto.dataReceived(b"200 result=-1 (writefile) endpos=0\n")
+    assert got[0].ended_by == "error"
+
+
 def test_header_with_crlf_lines_in_odd_pieces():
     got = []
 

@@ -267,6 +267,28 @@ def test_voice_message_store_down_keeps_caller_in_queue():
     assert session.actions[-1][0] == "queue"
 
 
+class UnwritableSession(FakeSession):
+    """Asterisk could not write the recording (disk full): RECORD FILE answered "(writefile)"."""
+
+    async def record(self, path, fmt="wav", escape_digits="#", timeout_ms=0, silence_s=0, beep=True):
+        from gateway.agi.session import RecordResult
+
+        self.actions.append(("record", path))
+        return RecordResult(path=path, ended_by="error", digit=None, end_position=0)
+
+
+def test_a_recording_that_could_not_be_written_is_no_job_the_caller_hears_why_and_reaches_an_agent():
+    services = Services()
+    flow = flow_from(PEAK.replace("done_prompt: thanks,", "done_prompt: thanks, error_prompt: ok,"))
+    session = run(flow, UnwritableSession(keys=["2"]), services)
+    assert services.jobs == []  # never a job for a file that is not there
+    assert ("play", "ok") in session.actions and ("play", "thanks") not in session.actions
+    assert session.actions[-1][0] == "queue"
+    assert "record:error" in session.path and "recording:unavailable" in session.path
+    assert [what for what, _ in services.failures] == ["recording"]  # counted (hotline_flow_service_failures)
+    assert "HOTLINE_SERVED" not in session.channel_vars
+
+
 def test_emergency_key_during_greeting_transfers_with_reason():
     flow = flow_from("""
     flow: e
