@@ -7,10 +7,8 @@ call rate — see :mod:`.pacing`), lease that many due jobs (earliest first;
 jobs bound for an agent queue without an agent to spare are skipped and keep
 their place, so the jobs behind them go), give back the slots no job used,
 write ahead ``dialing`` (caps, do-not-call, cancellation checked atomically),
-send the Originate. Outcomes come from AMI events (see :mod:`.originate`); an
-attempt whose events were missed (AMI reconnect, gateway restart) is settled
-from Asterisk's AstDB record or, if there is none and its channel is gone,
-counted as ``failed``. Leases of calls in progress are renewed; expired leases
+send the Originate. Outcomes come from AMI events and, for attempts whose
+events were missed, from Asterisk's record (see :mod:`.settle`). Leases of calls in progress are renewed; expired leases
 of crashed instances are recovered.
 
 A tick waits for two Redis pool hops however many jobs it starts: slots, claim
@@ -25,155 +23,33 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any, Protocol as TypingProtocol
+from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge
 from twisted.internet import defer, task
-from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
 from ..ami.codec import AmiMessage
 from ..masking import mask_number
+from .batching import Coalesced, RunBlocking
 from .jobs import Job, JobStore
-from .originate import (
-    ATTEMPT_PREFIX,
-    DB_FAMILY,
-    USER_EVENT,
-    AttemptOutcome,
-    originate_fields,
-    outcome_from_reason,
-    parse_record,
-)
+from .originate import ATTEMPT_PREFIX, AttemptOutcome, originate_fields
 from .pacestore import PaceStore, new_slot_id
 from .pacing import AGENT_MODES, Pacer, Slot
 from .policy import NumberPolicy
 from .retry import ATTEMPT_OUTCOMES, FINAL_OUTCOMES, RetryPolicy
+from .settings import DialerMetrics, DialerSettings
+from .settle import ActionSender, Attempt, AttemptSettling
 from .windows import CallWindows
 
 __all__ = ["Dialer", "DialerMetrics", "DialerSettings"]
 
 log = Logger()
 
-RunBlocking = Callable[[Callable[[], Any]], defer.Deferred]
-
-
-class ActionSender(TypingProtocol):
-    logged_in: bool
-
-    def send_action(self, action: str, fields=None, event_list: bool = False, timeout: float | None = None
-                    ) -> defer.Deferred: ...
-
-
-class DialerMetrics:
-    def __init__(self, registry: CollectorRegistry) -> None:
-        self.attempts = Counter("hotline_dialer_attempts", "Outbound attempts by outcome",
-                                ["campaign", "outcome"], registry=registry)
-        self.finals = Counter("hotline_dialer_jobs_finished", "Dial jobs finished, by final outcome",
-                              ["campaign", "outcome"], registry=registry)
-        self.in_flight = Gauge("hotline_dialer_calls_in_flight", "Outbound attempts in progress", registry=registry)
-        self.paused = Gauge("hotline_dialer_paused", "1 while the dialer does not start calls, by reason",
-                            ["reason"], registry=registry)
-        self.store_failures = Counter("hotline_dialer_store_failures", "Job-store (Redis) operations that failed",
-                                      registry=registry)
-        self.recovered = Counter("hotline_dialer_leases_recovered",
-                                 "Attempts taken over from an expired lease (an instance crashed or stopped)",
-                                 registry=registry)
-        for reason in ("ami", "redis", "window"):
-            self.paused.labels(reason=reason)
-
-    def pause(self, reason: str | None) -> None:
-        for name in ("ami", "redis", "window"):
-            self.paused.labels(reason=name).set(1 if name == reason else 0)
-
-
-@dataclass(frozen=True)
-class DialerSettings:
-    trunk: str = "carrier"
-    lease: float = 60.0
-    poll_interval: float = 1.0
-    batch: int = 20
-    ring_timeout: float = 30.0
-    #: seconds after the ring timeout before an attempt with no OriginateResponse is settled from Asterisk
-    response_grace: float = 30.0
-    per_number_cap: int = 3
-    #: talk seconds (after pressing 1) for a callback to count as connected
-    min_talk: float = 10.0
-    #: pause after a Redis failure
-    retry_interval: float = 5.0
-    #: after a failed OriginateResponse, seconds to wait for the trunk leg's record (DIALSTATUS)
-    record_grace: float = 1.5
-    callback_priority: int = 20
-    #: TEST ONLY (fault runs): seconds to sleep between the write-ahead of a tick's calls and their
-    #: Originate, so a test can kill the process there. 0 (off) outside the fault tests.
-    test_pause: float = 0.0
-
-
-@dataclass
-class _Attempt:
-    id: str
-    job: Job
-    number: int
-    slot: Slot | None
-    started: float
-    action_id: str = ""
-    answered: bool = False
-    dial_record: AttemptOutcome | None = None
-    concluded: bool = False
-    settling: bool = False
-    timer: IDelayedCall | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
-
-
 FinalListener = Callable[[Job, str, AttemptOutcome | None, float], None]
 
 
-class _Coalesced:
-    """One blocking batch write in the Redis pool at a time: items submitted while one is in
-    flight go together in the next (one pool hop and one round trip for all of them).
-
-    ``write_many(items)`` runs in the pool and returns one result per item, in order; each
-    :meth:`submit` gets its own item's result (or the batch's failure). Nothing waits when the
-    pool is idle: the first item goes at once.
-    """
-
-    def __init__(self, run: RunBlocking, write_many: Callable[[list[Any]], list[Any]]) -> None:
-        self._run = run
-        self._write_many = write_many
-        self._queued: list[tuple[Any, defer.Deferred]] = []
-        self._busy = False
-
-    def submit(self, item: Any) -> defer.Deferred:
-        d = defer.Deferred()
-        self._queued.append((item, d))
-        if not self._busy:
-            self._flush()
-        return d
-
-    def _flush(self) -> None:
-        batch, self._queued = self._queued, []
-        if not batch:
-            return
-        self._busy = True
-        items = [item for item, _ in batch]
-
-        def done(results):
-            # what the callers submit from their callbacks goes in the next batch, all together
-            for (_, d), result in zip(batch, results):
-                d.callback(result)
-            self._busy = False
-            self._flush()
-
-        def failed(failure):
-            for _, d in batch:
-                d.errback(failure)
-            self._busy = False
-            self._flush()
-
-        self._run(lambda: self._write_many(items)).addCallbacks(done, failed)
-
-
-class Dialer:
+class Dialer(AttemptSettling):
     def __init__(
         self,
         *,
@@ -202,9 +78,9 @@ class Dialer:
         #: checked again at the start of every attempt (tightened since the job was scheduled, or a job
         #: that reached the store another way): a refused number is never dialled
         self.policy = policy
-        self.attempts: dict[str, _Attempt] = {}
+        self.attempts: dict[str, Attempt] = {}
         self._by_action: dict[str, str] = {}
-        self._unfinished: list[tuple[_Attempt, AttemptOutcome]] = []
+        self._unfinished: list[tuple[Attempt, AttemptOutcome]] = []
         self._final_listeners: list[FinalListener] = []
         self._attempt_listeners: list[Callable[[Job, AttemptOutcome], None]] = []
         #: per-campaign retry policy and call windows (the survey campaign's own); default: the dialer's
@@ -216,7 +92,7 @@ class Dialer:
         self._next_housekeeping = 0.0
         self.pause_reason: str | None = None
         #: job-store finishes (outcomes, put-backs) and pacing releases, batched while one is in flight
-        self._finishes = _Coalesced(run_blocking, store.finish_many)
+        self._finishes = Coalesced(run_blocking, store.finish_many)
         self._releasing = False
         self._release_waiters: list[defer.Deferred] = []
 
@@ -325,7 +201,7 @@ class Dialer:
                      job=job.id)
             slot = Slot(self.settings.trunk, new_slot_id())
             await self._run(lambda: self.paces.adopt(slot.trunk, slot.id, now, lease))
-            attempt = _Attempt(job.attempt_id, job, job.attempts, slot, now)
+            attempt = Attempt(job.attempt_id, job, job.attempts, slot, now)
             self.attempts[attempt.id] = attempt
             self.metrics.in_flight.set(len(self.attempts))
             self._settle_later(attempt, 0)
@@ -497,7 +373,7 @@ class Dialer:
 
     def _originate(self, job: Job, slot: Slot, attempt_id: str, number: int, now: float) -> None:
         """``dialing`` is written: send the Originate."""
-        attempt = _Attempt(attempt_id, job, number, slot, now)
+        attempt = Attempt(attempt_id, job, number, slot, now)
         self.attempts[attempt_id] = attempt
         self.metrics.in_flight.set(len(self.attempts))
         fields = originate_fields(
@@ -536,149 +412,8 @@ class Dialer:
         if result == 2:
             self._finished(job, final, None, now)
 
-    # -- AMI ------------------------------------------------------------------------------------
-    def _originate_queued(self, response: AmiMessage, attempt: _Attempt) -> None:
-        attempt.action_id = response.action_id
-        if response.action_id:
-            self._by_action[response.action_id] = attempt.id
-
-    def _originate_failed(self, failure, attempt: _Attempt) -> None:
-        from ..ami.protocol import AmiActionError
-
-        if failure.check(AmiActionError):
-            self.conclude(attempt, AttemptOutcome("failed", detail=f"originate refused: {failure.getErrorMessage()}"))
-        else:
-            # connection lost or timed out: the Originate may or may not have been queued
-            log.warn("dialer: originate of {attempt} uncertain ({error}); settling from Asterisk later",
-                     attempt=attempt.id, error=failure.getErrorMessage())
-            attempt.extra["recheck"] = True
-
-    def on_originate_response(self, message: AmiMessage) -> None:
-        attempt_id = self._by_action.pop(message.action_id, None)
-        attempt = self.attempts.get(attempt_id or "") or self.attempts.get(message.get("Uniqueid"))
-        if attempt is None or attempt.concluded:
-            return
-        if message.get("Response") == "Success":
-            attempt.answered = True
-            if attempt.timer is not None and attempt.timer.active():
-                attempt.timer.cancel()
-            attempt.timer = None
-            return
-        if attempt.dial_record is not None:
-            self.conclude(attempt, attempt.dial_record)
-            return
-        # The far end's answer (486, 480 …) can end the originated leg before the trunk leg's
-        # dialplan has written its record: wait for the record (event or AstDB), else use the reason.
-        attempt.extra["reason"] = message.get("Reason")
-        if attempt.timer is not None and attempt.timer.active():
-            attempt.timer.cancel()
-        attempt.timer = None
-        self._settle_later(attempt, self.settings.record_grace)
-
-    def on_user_event(self, message: AmiMessage) -> None:
-        if message.get("UserEvent") != USER_EVENT:
-            return
-        attempt = self.attempts.get(message.get("AttemptId"))
-        if attempt is None or attempt.concluded:
-            return
-        record = parse_record(message.get("Data"), self.settings.min_talk)
-        step = message.get("Step")
-        if step == "dial-failed" and record is not None:
-            attempt.dial_record = record
-            if "reason" in attempt.extra:  # the OriginateResponse came first
-                self.conclude(attempt, record)
-        elif step == "done" and record is not None:
-            self.conclude(attempt, record)
-
-    def on_hangup(self, message: AmiMessage) -> None:
-        attempt = self.attempts.get(message.get("Uniqueid"))
-        if attempt is not None and not attempt.concluded:
-            # the originated channel is gone: the attempt is over. Its OriginateResponse or "done"
-            # event normally came first; if not (filtered, missed), Asterisk's AstDB record settles it.
-            self._settle_later(attempt, 1.0)
-
-    def on_queue_join(self, message: AmiMessage) -> None:
-        """An attempt's leg now waits in the agent queue (citizen-first: the answered citizen;
-        agent-first: the waiting leg): the monitor counts it as waiting from now on, so its agent
-        hold ends."""
-        uniqueid = message.get("Uniqueid")
-        attempt = self.attempts.get(uniqueid) or self.attempts.get(uniqueid.removesuffix("-2"))
-        if attempt is None or attempt.concluded or attempt.slot is None or attempt.slot.agent_queue is None:
-            return
-        attempt.slot = self.pacer.release_agent(attempt.slot)
-        self._flush_releases()
-
-    def connection_lost(self) -> None:
-        """AMI went away: events for attempts in progress may be lost; settle them after reconnecting."""
-        self._by_action.clear()
-        for attempt in self.attempts.values():
-            if not attempt.concluded:
-                attempt.extra["recheck"] = True
-        self._next_housekeeping = 0.0
-
-    def _no_response(self, attempt_id: str) -> None:
-        attempt = self.attempts.get(attempt_id)
-        if attempt is not None:
-            attempt.timer = None
-            if not attempt.concluded and not attempt.answered:
-                self._settle_later(attempt, 0)
-
-    # -- settling from Asterisk's record ----------------------------------------------------------
-    def _settle_later(self, attempt: _Attempt, delay: float) -> None:
-        if attempt.settling or attempt.concluded:
-            return
-        attempt.settling = True
-        self.clock.callLater(delay, lambda: defer.Deferred.fromCoroutine(self._settle(attempt)))
-
-    async def _settle(self, attempt: _Attempt) -> None:
-        try:
-            if attempt.concluded:
-                return
-            if not self.ami.logged_in:
-                attempt.extra["recheck"] = True
-                return
-            record = await self._db_record(attempt.id)
-            if record is not None:
-                attempt.extra.pop("recheck", None)
-                self.conclude(attempt, record)
-                return
-            if await self._channel_alive(attempt.id):
-                attempt.answered = True
-                attempt.extra["recheck"] = True  # look again at the next housekeeping
-                return
-            attempt.extra.pop("recheck", None)
-            if attempt.dial_record is not None:
-                self.conclude(attempt, attempt.dial_record)
-            elif attempt.extra.get("reason") is not None:
-                reason = attempt.extra["reason"]
-                self.conclude(attempt, AttemptOutcome(outcome_from_reason(reason), detail=f"originate reason {reason}"))
-            else:
-                self.conclude(attempt, AttemptOutcome("failed", detail="no record and no channel (call lost)"))
-        except Exception as exc:  # noqa: BLE001 — AMI trouble: try again at the next housekeeping
-            attempt.extra["recheck"] = True
-            log.warn("dialer: cannot settle {attempt} now: {error}", attempt=attempt.id, error=str(exc))
-        finally:
-            attempt.settling = False
-
-    async def _db_record(self, attempt_id: str) -> AttemptOutcome | None:
-        from ..ami.protocol import AmiActionError
-
-        try:
-            messages = await self.ami.send_action("DBGet", {"Family": DB_FAMILY, "Key": attempt_id}, event_list=True)
-        except AmiActionError:
-            return None  # "Database entry not found"
-        for message in messages if isinstance(messages, list) else [messages]:
-            if message.get("Event") == "DBGetResponse" or message.get("Val"):
-                return parse_record(message.get("Val"), self.settings.min_talk)
-        return None
-
-    async def _channel_alive(self, attempt_id: str) -> bool:
-        messages = await self.ami.send_action("CoreShowChannels", event_list=True)
-        ids = {attempt_id, f"{attempt_id}-2"}
-        return any(m.get("Uniqueid") in ids for m in messages if m.get("Event") == "CoreShowChannel")
-
     # -- outcomes ------------------------------------------------------------------------------------
-    def conclude(self, attempt: _Attempt, outcome: AttemptOutcome) -> None:
+    def conclude(self, attempt: Attempt, outcome: AttemptOutcome) -> None:
         """The attempt is over: release its slot, count it, record it (and retry or finish the job)."""
         if attempt.concluded:
             return
@@ -701,7 +436,7 @@ class Dialer:
                  outcome=outcome.outcome, detail=outcome.detail)
         defer.Deferred.fromCoroutine(self._record(attempt, outcome))
 
-    async def _record(self, attempt: _Attempt, outcome: AttemptOutcome) -> None:
+    async def _record(self, attempt: Attempt, outcome: AttemptOutcome) -> None:
         now = self.clock.seconds()
         job = attempt.job
         retry = self._campaign_retry.get(job.campaign, self.retry)

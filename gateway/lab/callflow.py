@@ -279,6 +279,11 @@ class CallTracker:
                 self.add_step(f"{r.agent} answered after {r.answer_after:.1f} s")
             else:
                 self.add_step(f"{r.agent} answered")
+        elif name == "AgentComplete":
+            # app_queue says who ended the answered call (a registered phone's BYE sends no lab UserEvent)
+            by = {"agent": "agent", "caller": "citizen"}.get(event.get("Reason", ""))
+            if by is not None:
+                r.hangup_by = by
         elif name == "QueueCallerAbandon":
             r.abandoned = True
             if self.joined_at is not None:

@@ -93,3 +93,16 @@ def test_call_request_variables_inherit_agent_timing_to_the_queue_members() -> N
     assert "CITIZEN_DTMF=12" in variables
     assert "CITIZEN_HANGUP_AFTER=15" in variables
     assert "__LAB_AGENT_TALK=2" in variables
+
+
+def test_who_ended_an_answered_call_comes_from_app_queue() -> None:
+    """A registered SIP phone hanging up sends no lab UserEvent: AgentComplete's Reason says who ended it,
+    and the carrier's later citizen-hangup step does not overwrite it."""
+    for reason, expected in (("agent", "agent"), ("caller", "citizen")):
+        tracker = CallTracker("c-a", "c-b")
+        base = {"Linkedid": "c-a", "Uniqueid": "c-b"}
+        tracker.feed({"Event": "QueueCallerJoin", "Queue": "12345", "Position": "1", "Timestamp": "100.0", **base})
+        tracker.feed({"Event": "AgentConnect", "MemberName": "agent1", "Timestamp": "102.0", **base})
+        tracker.feed({"Event": "AgentComplete", "MemberName": "agent1", "Reason": reason, "Timestamp": "110.0", **base})
+        tracker.feed({"Event": "UserEvent", "UserEvent": "HotlinePath", "Step": "citizen-hangup", **base})
+        assert tracker.result.hangup_by == expected

@@ -65,3 +65,39 @@ def test_both_outbound_contexts_use_the_check():
     for context in ("hotline-callback-out", "hotline-outbound"):
         body = text.split(f"\n[{context}]\n", 1)[1].split("\n[", 1)[0]
         assert "Gosub(hotline-dialable,s,1(${EXTEN}))" in body, context
+
+
+def contexts() -> dict[str, str]:
+    """extensions.conf as {context name: its text}."""
+    parts = re.split(r"^\[([^\]]+)\]\s*$", CONF.read_text(), flags=re.M)
+    return {name: body for name, body in zip(parts[1::2], parts[2::2])}
+
+
+def test_the_bench_did_is_the_hotline_outside_the_lab():
+    """DID 12399 runs the bench's pure-dialplan hotline only when HOTLINE_LAB is 1 (the lab writes it into
+    hotline-globals.conf); the shipped default is 0, so on a real trunk 12399 is the hotline like any DID."""
+    ctx = contexts()
+    assert re.search(r"^HOTLINE_LAB\s*=\s*0\s*$", ctx["globals"], flags=re.M)
+    lines = [line.strip() for line in ctx["from-carrier"].splitlines() if line.strip() and not line.startswith(";")]
+    i = next(n for n, line in enumerate(lines) if line.startswith("exten => 12399,1,"))
+    assert lines[i] == 'exten => 12399,1,GotoIf($["${HOTLINE_LAB}" = "1"]?bench-native-hotline,s,1)'
+    assert lines[i + 1] == "same => n,Goto(hotline-inbound,12345,1)"
+    # nothing else leads into the bench contexts: only bench contexts and the guarded DID name them
+    for name, body in ctx.items():
+        if name.startswith("bench-"):
+            continue
+        for line in body.splitlines():
+            if "bench-" in line.split(";", 1)[0]:
+                assert name == "from-carrier" and "HOTLINE_LAB" in line, f"[{name}] reaches a bench context: {line}"
+
+
+def test_no_shipped_file_turns_the_lab_switch_on():
+    """Only the lab installer writes HOTLINE_LAB = 1; the Docker image and the shipped configs leave it 0."""
+    root = CONF.parents[1]
+    for folder in ("asterisk_conf", "docker"):
+        for path in (root / folder).rglob("*"):
+            if path.is_file():
+                text = path.read_text(errors="replace")
+                # a globals line (HOTLINE_LAB = 1), a Set(), an ENV line (HOTLINE_LAB=1); not a comment
+                sets = re.search(r"^[^;#]*\bHOTLINE_LAB\s*=\s*1\b", text, flags=re.M)
+                assert not sets, f"{path} sets HOTLINE_LAB = 1: {sets.group(0)}"
