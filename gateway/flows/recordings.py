@@ -57,14 +57,21 @@ class RecordingCheck:
         return Path(self.root) / path.lstrip("/")
 
     def _size(self, path: str) -> int | None:
+        local = self.local_path(path)
         try:
-            return os.stat(self.local_path(path)).st_size
+            return os.stat(local).st_size
         except FileNotFoundError:
+            if not local.parent.is_dir():
+                # the folder itself is not here: a wrong root or a volume not mounted, not a full disk.
+                # Say so (logged by problem()) and keep the message rather than drop every one.
+                raise NotADirectoryError(f"recordings folder {local.parent} not visible from the gateway "
+                                         "(check flows.recordings_root and the spool mount)") from None
             return None
 
     async def problem(self, path: str, end_position: int = 0) -> str | None:
         """Why the recording at ``path`` holds no message, or None (it does, or it cannot be
-        checked: an error other than a missing file is logged, and the message kept)."""
+        checked: an error other than a missing file in a visible folder — no permission, the
+        folder itself missing — is logged, and the message kept)."""
         try:
             size = await self._run(self._size, path)
         except OSError as exc:

@@ -60,6 +60,10 @@ def test_docker_compose_accepts_the_stack():
         ports.add(worker["environment"]["HOTLINE_ASR_METRICS_PORT"])
     # host network: each worker needs its own consumer name (same hostname, pid 1) and port
     assert len(consumers) == len(ports) == len(workers)
+    # the gateway sees the recordings where Asterisk writes them (the voice-message check), read-only
+    gateway = config["services"]["gateway"]
+    assert "asterisk-spool:/var/spool/asterisk:ro" in gateway["volumes"]
+    assert gateway["environment"]["HOTLINE_FLOWS_RECORDINGS_ROOT"] == "/"
     assert any(v.endswith(":/etc/prometheus/rules:ro") for v in config["services"]["prometheus"]["volumes"])
     # the dialer's write-ahead records and claims must survive a Redis crash
     redis_command = config["services"]["redis"]["command"]
@@ -131,6 +135,9 @@ def test_cluster_gateways_watch_their_own_node_and_back_up_the_other(cluster):
         assert node_env["HOTLINE_SIP_BIND"] == f"{CLUSTER_ENV[f'HOTLINE_NODE{number}_ADDR']}:5060"
         assert node_env["HOTLINE_TRUNK_PROXY"] == CLUSTER_ENV["HOTLINE_PROXY_ADDR"]
         assert "hotline-messages:/var/spool/asterisk/hotline/messages:rw" in node["volumes"]
+        # both nodes' voice messages, read-only: the gateway checks a recording before "saved"
+        assert "hotline-messages:/var/spool/asterisk/hotline/messages:ro" in gateway["volumes"]
+        assert env["HOTLINE_FLOWS_RECORDINGS_ROOT"] == "/"
         hosts = dict(entry.split(":", 1) for entry in node["extra_hosts"])
         assert hosts[f"gw{other}"] == CLUSTER_ENV[f"HOTLINE_NODE{other}_ADDR"]
     kamailio = cluster["kamailio"]["environment"]

@@ -81,10 +81,20 @@ def test_a_recording_that_cannot_be_stat_ed_is_kept_not_refused():
     assert result_of(RecordingCheck("/srv", denied).problem("/var/spool/x.wav")) is None
 
 
+def test_a_recordings_folder_the_gateway_cannot_see_keeps_every_message(tmp_path):
+    """A wrong recordings_root or a spool volume not mounted is not a full disk: the message is kept
+    (and the reason logged), where a missing file in a visible folder is refused."""
+    check = RecordingCheck(str(tmp_path / "not-mounted"), defer.maybeDeferred)
+    assert result_of(check.problem("/var/spool/asterisk/hotline/messages/m.wav")) is None
+    (tmp_path / "not-mounted/var/spool/asterisk/hotline/messages").mkdir(parents=True)
+    assert result_of(check.problem("/var/spool/asterisk/hotline/messages/m.wav")) == "missing"
+
+
 def test_the_redis_services_check_only_when_the_recordings_are_visible(tmp_path):
     metrics, clock = GatewayMetrics(CollectorRegistry()), task.Clock()
     blind = RedisFlowServices(object(), defer.maybeDeferred, clock, metrics)
     assert result_of(blind.recording_problem("/var/spool/x.wav")) is None
+    (tmp_path / "var/spool").mkdir(parents=True)
     seeing = RedisFlowServices(object(), defer.maybeDeferred, clock, metrics,
                                recordings=RecordingCheck(str(tmp_path), defer.maybeDeferred))
     assert result_of(seeing.recording_problem("/var/spool/x.wav")) == "missing"
