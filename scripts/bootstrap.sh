@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 APT_PACKAGES=(debootstrap espeak-ng sox redis-server redis-sentinel prometheus docker-compose python3-venv iproute2
-              kamailio kamailio-extra-modules sip-tester)
+              kamailio kamailio-extra-modules sip-tester fail2ban)
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
@@ -14,8 +14,17 @@ done
 if ((${#missing[@]})); then
   echo "bootstrap: installing Debian packages: ${missing[*]}"
   export DEBIAN_FRONTEND=noninteractive
+  # packages with a daemon (fail2ban, kamailio, redis) are installed for their tools and the
+  # lab's own instances: no service is started on this host (the lab and tests start their own)
+  own_policy=
+  if [ ! -e /usr/sbin/policy-rc.d ]; then
+    printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod 755 /usr/sbin/policy-rc.d && own_policy=1
+  fi
   apt-get update -q >/dev/null
-  apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null
+  rc=0
+  apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null || rc=$?
+  if [ -n "$own_policy" ]; then rm -f /usr/sbin/policy-rc.d; fi
+  if [ "$rc" != 0 ]; then exit "$rc"; fi
 fi
 
 PYTHON=${PYTHON:-python3.11}

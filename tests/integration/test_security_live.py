@@ -19,6 +19,8 @@ import configparser
 import os
 import re
 import secrets
+import shutil
+import subprocess
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -199,6 +201,19 @@ def _banned_hosts(lines: list[str]) -> list[str]:
     return hosts
 
 
+def _fail2ban_regex_hosts(lines: list[str], tmp_path: Path) -> list[str]:
+    """The addresses fail2ban itself (fail2ban-regex, Debian's fail2ban installed by scripts/bootstrap.sh)
+    takes from these lines with the shipped filter: its date pattern, interpolation and <HOST>."""
+    tool = shutil.which("fail2ban-regex")
+    assert tool, "fail2ban-regex missing: scripts/bootstrap.sh installs Debian's fail2ban"
+    log_file = tmp_path / "security"
+    log_file.write_text("\n".join(lines) + "\n")
+    done = subprocess.run([tool, "-o", "ip", str(log_file), str(FAIL2BAN_FILTER)],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    return done.stdout.split()
+
+
 def test_an_invite_from_an_unknown_address_is_refused(lab: Lab, tmp_path: Path) -> None:
     """No anonymous endpoint; claiming the trunk's account (From 02112345@127.0.0.2) from another
     address does not make it the trunk (identify_by = ip)."""
@@ -210,6 +225,7 @@ def test_an_invite_from_an_unknown_address_is_refused(lab: Lab, tmp_path: Path) 
     print("\n".join(lines))
     assert any('SecurityEvent="InvalidAccountID"' in line and "127.0.0.81" in line for line in lines), lines
     assert "127.0.0.81" in _banned_hosts(lines), lines
+    assert "127.0.0.81" in _fail2ban_regex_hosts(lines, tmp_path), lines
 
 
 def test_an_agent_register_without_or_with_wrong_credentials_is_refused(lab: Lab, tmp_path: Path) -> None:
@@ -223,6 +239,10 @@ def test_an_agent_register_without_or_with_wrong_credentials_is_refused(lab: Lab
     print("\n".join(lines))
     assert any('SecurityEvent="ChallengeResponseFailed"' in line and "127.0.0.81" in line for line in lines), lines
     assert "127.0.0.81" in _banned_hosts(lines), lines
+    hosts = _fail2ban_regex_hosts(lines, tmp_path)
+    assert "127.0.0.81" in hosts, lines
+    # fail2ban counts exactly the lines the filter's own checks count (the challenge sent first is not one)
+    assert sorted(hosts) == sorted(_banned_hosts(lines)), lines
 
 
 def test_the_pjsip_configuration_has_no_anonymous_endpoint_and_identifies_the_trunk_by_address(lab: Lab) -> None:
