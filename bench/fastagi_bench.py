@@ -46,7 +46,7 @@ from twisted.internet import defer, endpoints, task
 from bench.ami_stream import percentile
 from gateway.ami.protocol import AmiProtocol
 
-PORTS = {"gateway": 4576, "bare": 4574, "pyst2": 4575}
+PORTS = {"gateway": 4576, "bare": 4574, "pyst2": 4575, "bare1": 4577}
 GATEWAY_HTTP = 9513
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
@@ -100,6 +100,8 @@ class AgiServer:
     #: more environment for the gateway, more arguments for the bare server (bench/fastagi_flow_bench.py)
     gateway_env: dict[str, str] = {}
     bare_args: list[str] = []
+    #: the bare server of the one-round-trip variant (bench/fastagi_flow_bench.py's ``bare1`` target)
+    bare1_args: list[str] = []
 
     def __init__(self, target: str, workdir: Path) -> None:
         self.target = target
@@ -120,9 +122,10 @@ class AgiServer:
             )
             env.update(self.gateway_env)
             cmd = [python, "-m", "gateway", "run", "--bench"]
-        elif self.target == "bare":
+        elif self.target in ("bare", "bare1"):
+            args = self.bare1_args if self.target == "bare1" else self.bare_args
             cmd = [python, str(REPO / "bench/baselines/bare_twisted.py"), "--port", str(self.port), "--rtt-file",
-                   str(self.rtt_file), *self.bare_args]
+                   str(self.rtt_file), *args]
         else:
             self.rtt_dir.mkdir(exist_ok=True)
             cmd = [python, str(REPO / "bench/baselines/pyst2_fastagi.py"), "--port", str(self.port), "--rtt-dir", str(self.rtt_dir)]
@@ -179,6 +182,8 @@ class Driver:
 
     #: dialplan contexts of the two legs and the AGI script (bench/fastagi_flow_bench.py runs other ones)
     native_context = "bench-native"
+    #: per-target AGI contexts other than agi_context (bench/fastagi_flow_bench.py's bare1)
+    contexts: dict[str, str] = {}
     agi_context = "bench-agi"
     citizen_context = "bench-citizen"
     script = "bench"
@@ -207,7 +212,7 @@ class Driver:
         call = f"b{run_id}-{index}"
         d: defer.Deferred = defer.Deferred()
         self.waiting[f"{call}-b"] = d
-        context = self.native_context if target == "native" else self.agi_context
+        context = self.native_context if target == "native" else self.contexts.get(target, self.agi_context)
         fields = [
             ("Channel", f"Local/s@{context}"),
             ("Context", self.citizen_context),

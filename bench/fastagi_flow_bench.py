@@ -11,6 +11,10 @@ would measure app_queue, the same for every target):
   bare     a bare Twisted FastAGI server (bench/baselines/bare_twisted.py --script) sending the
            same two commands as the gateway's fast path: GET FULL VARIABLE (the SET()s and the
            queue state) and STREAM FILE of the greeting with escape digit 9
+  bare1    (optional, ``--targets native,bare,bare1,gateway``) what a ONE-round-trip design
+           would cost: the bare server sends only the GET FULL VARIABLE and the dialplan
+           ([bench-flow-agi1]) plays the greeting after AGI() returns — the ceiling of FastAGI
+           at one exchange per call, against the same native
   gateway  the real gateway (``hotline-gateway run``) running ivr_flows/main.yaml: caller
            look-up in Redis (the calls carry a caller id), the fast path, call record, metrics
 
@@ -63,6 +67,7 @@ def bare_script(workdir: Path) -> Path:
     ]
     path = workdir / "bare-flow-script.agi"
     path.write_bytes(b"".join(lines))
+    (workdir / "bare1-flow-script.agi").write_bytes(lines[0])
     return path
 
 
@@ -77,6 +82,7 @@ def install_greeting() -> None:
 class FlowDriver(fb.Driver):
     native_context = "bench-flow-native"
     agi_context = "bench-flow-agi"
+    contexts = {"bare1": "bench-flow-agi1"}
     citizen_context = "bench-flow-citizen"
     script = "main"
     caller_id = CALLER
@@ -88,6 +94,7 @@ def server_class(workdir: Path):
     class FlowServer(fb.AgiServer):
         gateway_env = {"HOTLINE_FLOWS_PROMPT_DIR": PROMPT_DIR, "HOTLINE_FLOWS_FAST_PATH": "true"}
         bare_args = ["--script", str(script)]
+        bare1_args = ["--script", str(script.with_name("bare1-flow-script.agi"))]
 
     return FlowServer
 

@@ -268,6 +268,8 @@ def test_the_bench_bare_server_sends_exactly_the_gateway_fast_path_commands(tmp_
     assert call.counted == ["fast"]
     (tmp_path / "bare").mkdir()
     assert bare_script(tmp_path / "bare").read_text().splitlines() == call.lines
+    # the one-round-trip variant (bare1): the same first exchange, the greeting left to the dialplan
+    assert (tmp_path / "bare" / "bare1-flow-script.agi").read_text().splitlines() == call.lines[:1]
 
 
 # -- the look-up as one pipeline on the reactor (gateway/storage/caller_lookup.py) --------
