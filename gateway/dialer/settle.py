@@ -51,7 +51,11 @@ class Attempt:
 
 
 class AttemptSettling:
-    """AMI events and settling of the dialer's attempts (mixed into the Dialer, which owns the state)."""
+    """AMI events and settling of the dialer's attempts (mixed into the Dialer, which owns the state).
+
+    Relies on the Dialer's ``attempts``, ``_by_action``, ``settings``, ``clock``, ``ami``, ``pacer``,
+    ``_flush_releases()``, ``_next_housekeeping`` and ``conclude(attempt, outcome)``.
+    """
 
     attempts: dict[str, Attempt]
     _by_action: dict[str, str]
