@@ -43,6 +43,7 @@ sys.path.insert(0, str(REPO))
 
 from twisted.internet import defer, endpoints, task
 
+from bench import machine_cpu
 from bench.ami_stream import percentile
 from gateway.ami.protocol import AmiProtocol
 
@@ -67,6 +68,8 @@ class RoundResult:
     wall: float
     good: int
     cpu: float | None
+    #: where the machine's CPU went during the round (bench/machine_cpu.py)
+    machine: machine_cpu.Usage | None = None
 
     @property
     def cpu_ms_per_call(self) -> float | None:
@@ -289,7 +292,9 @@ async def bench(reactor, args, driver_class=None, server_class=None) -> list[Run
                 for target in args.targets[shift:] + args.targets[:shift]:
                     server = servers.get(target)
                     cpu_before = server.cpu() if server else None
+                    machine_before = machine_cpu.snapshot()
                     wall, good = await driver.run(reactor, target, args.calls, concurrency)
+                    machine = machine_cpu.usage(machine_before, machine_cpu.snapshot())
                     await task.deferLater(reactor, 0.5, lambda: None)  # let children be reaped
                     cpu = (server.cpu() - cpu_before) if server else None
                     total = totals[target]
@@ -300,10 +305,11 @@ async def bench(reactor, args, driver_class=None, server_class=None) -> list[Run
                     if server:
                         total.cpu += cpu
                         total.rtts.extend(server.take_rtts())
-                    total.rounds.append(RoundResult(args.calls, wall, good, cpu))
+                    total.rounds.append(RoundResult(args.calls, wall, good, cpu, machine))
                     print(f"  C={concurrency:<4} round {round_no + 1}/{args.rounds} {target:<8} "
                           f"{args.calls / wall:7.1f} calls/s  failed {args.calls - good}"
-                          + (f"  CPU {1000 * cpu / args.calls:.2f} ms/call" if server else ""), flush=True)
+                          + (f"  CPU {1000 * cpu / args.calls:.2f} ms/call" if server else "")
+                          + f"  machine {100 * machine.busy_fraction:.0f}% busy", flush=True)
             results.extend(totals[t] for t in args.targets)
     finally:
         for server in servers.values():
@@ -350,6 +356,45 @@ def report(results: list[RunResult]) -> str:
     return "\n".join(lines)
 
 
+def _per_call(rounds: list[RoundResult], seconds) -> float:
+    calls = sum(x.calls for x in rounds)
+    return 1000 * sum(seconds(x) for x in rounds) / calls if calls else 0.0
+
+
+def machine_report(results: list[RunResult]) -> str:
+    """Where each call's CPU went (ms per call, all rounds), and what 0.9× native would allow.
+
+    When the machine is saturated, calls/s ≈ capacity / machine CPU per call, so reaching 0.9×
+    native's rate means a target may spend at most native's machine CPU per call / 0.9.
+    """
+    lines = [
+        "| C | target | machine busy | machine CPU ms/call | Asterisk | Redis | driver | server | rest "
+        "| 0.9× native allows (machine ms/call) |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    by_key = {(r.concurrency, r.target): r for r in results}
+    for r in results:
+        rounds = [x for x in r.rounds if x.machine is not None]
+        if not rounds:
+            continue
+        wall_busy = sum(x.machine.busy_fraction * x.wall for x in rounds) / sum(x.wall for x in rounds)
+        machine = _per_call(rounds, lambda x: x.machine.machine)
+        asterisk = _per_call(rounds, lambda x: x.machine.groups["asterisk"])
+        redis = _per_call(rounds, lambda x: x.machine.groups["redis"])
+        driver = _per_call(rounds, lambda x: x.machine.driver)
+        server = _per_call(rounds, lambda x: x.cpu or 0.0)
+        rest = machine - asterisk - redis - driver - server
+        native = by_key.get((r.concurrency, "native"))
+        allowed = "—"
+        if native is not None and any(x.machine for x in native.rounds):
+            allowed = f"{_per_call([x for x in native.rounds if x.machine], lambda x: x.machine.machine) / 0.9:.2f}"
+        lines.append(
+            f"| {r.concurrency} | {r.target} | {100 * wall_busy:.0f} % | {machine:.2f} | {asterisk:.2f} | {redis:.2f} "
+            f"| {driver:.2f} | {server:.2f} | {rest:.2f} | {allowed} |"
+        )
+    return "\n".join(lines)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--calls", type=int, default=2000)
@@ -370,6 +415,8 @@ async def _main(reactor, args):
     results = await bench(reactor, args)
     text = report(results)
     print(text)
+    print()
+    print(machine_report(results))
     if args.json:
         write_json(results, args.json)
 
@@ -389,7 +436,11 @@ def write_json(results: list[RunResult], path: str) -> None:
                     "rtt_p99_ms": 1000 * percentile(r.rtts, 0.99) if r.rtts else None,
                     "rounds": [
                         {"calls": x.calls, "calls_per_s": x.calls / x.wall if x.wall else 0.0,
-                         "failed": x.calls - x.good, "cpu_ms_per_call": x.cpu_ms_per_call}
+                         "failed": x.calls - x.good, "cpu_ms_per_call": x.cpu_ms_per_call,
+                         "machine": None if x.machine is None else {
+                             "busy_fraction": x.machine.busy_fraction, "cpu_s": x.machine.machine,
+                             "asterisk_cpu_s": x.machine.groups["asterisk"], "redis_cpu_s": x.machine.groups["redis"],
+                             "driver_cpu_s": x.machine.driver}}
                         for x in r.rounds
                     ],
                 }

@@ -125,6 +125,8 @@ def main(argv=None) -> int:
     async def run(reactor):
         results = await fb.bench(reactor, args, FlowDriver, servers)
         print(fb.report(results))
+        print()
+        print(fb.machine_report(results))
         if args.json:
             fb.write_json(results, args.json)
 

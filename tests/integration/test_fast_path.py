@@ -35,3 +35,19 @@ def test_key_9_during_the_greeting_reaches_the_emergency_menu(gw: Lab) -> None: 
     assert "key:9" in record["path"] and "prompt:menu_emergency" in record["path"], record["path"]
     assert "branch:peak_check:default" not in record["path"]
     assert metric(gw, FAST_PATH, {"result": "key"}) == keyed + 1
+
+
+def test_agi_commands_publish_no_agi_exec_events(gw: Lab) -> None:  # noqa: F811
+    """asterisk_conf/stasis.conf declines AGIExecStart/End: an AGI call's commands publish none.
+
+    The lab's own AMI user reads every event class, so the call's other events (its Newexten into
+    AGI, its Hangup) arrive on the same session; only the declined types are missing.
+    """
+    with gw.ami() as session:
+        result = gw.call(CallRequest(hangup_after=30))
+        assert result.went_through and result.agi_status == "SUCCESS" and result.agent_answered
+        events = list(session.events(timeout=1.5))
+    names = {event.get("Event") for event in events}
+    assert any(event.get("Event") == "Newexten" and event.get("Application") == "AGI" for event in events), names
+    assert "Hangup" in names
+    assert not names & {"AGIExecStart", "AGIExecEnd", "AsyncAGIStart", "AsyncAGIExec", "AsyncAGIEnd"}, names

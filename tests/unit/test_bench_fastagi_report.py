@@ -67,3 +67,44 @@ def test_flow_api_floor_measures_both_paths() -> None:
 
     deferred, plain = fastagi_call_cost.flow_api_floor(commands=50, rounds=2)
     assert deferred > 0 and plain > 0
+
+
+def test_machine_usage_is_the_difference_of_two_snapshots() -> None:
+    from bench import machine_cpu
+
+    before = machine_cpu.Snapshot(busy=1000, total=4000, groups={"asterisk": 10.0, "redis": 1.0}, driver=2.0)
+    after = machine_cpu.Snapshot(busy=1000 + 150, total=4000 + 200, groups={"asterisk": 10.9, "redis": 1.1}, driver=2.3)
+    used = machine_cpu.usage(before, after)
+    assert used.machine == 150 / machine_cpu.CLK_TCK
+    assert used.busy_fraction == 0.75
+    assert round(used.groups["asterisk"], 6) == 0.9 and round(used.groups["redis"], 6) == 0.1
+    assert round(used.driver, 6) == 0.3
+
+
+def test_a_snapshot_of_this_machine_sees_this_process_and_a_sane_cpu_line() -> None:
+    from bench import machine_cpu
+
+    first = machine_cpu.snapshot()
+    sum(range(200_000))  # some CPU of our own
+    second = machine_cpu.snapshot()
+    assert 0 <= first.busy <= first.total and second.total >= first.total
+    assert second.driver >= first.driver > 0
+    assert set(first.groups) == {"asterisk", "redis"}
+
+
+def test_machine_report_splits_each_calls_cpu_and_gives_the_budget_of_0_9x_native() -> None:
+    from bench import machine_cpu
+    from bench.fastagi_bench import machine_report
+
+    def used(machine: float, asterisk: float, driver: float) -> machine_cpu.Usage:
+        return machine_cpu.Usage(machine=machine, busy_fraction=0.95, groups={"asterisk": asterisk, "redis": 0.01},
+                                 driver=driver)
+
+    native = _run("native", [(100, 1.0, 100, None)])
+    native.rounds[0].machine = used(0.36, 0.30, 0.05)
+    gateway = _run("gateway", [(100, 1.0, 100, 0.06)])
+    gateway.rounds[0].machine = used(0.46, 0.33, 0.05)
+    rows = {line.split(" | ")[1]: line.split(" | ") for line in machine_report([native, gateway]).splitlines()[2:]}
+    # busy, machine ms/call, Asterisk, Redis, driver, server, rest, 0.9× native allows
+    assert rows["gateway"][2:10] == ["95 %", "4.60", "3.30", "0.10", "0.50", "0.60", "0.10", "4.00 |"]
+    assert rows["native"][2:10] == ["95 %", "3.60", "3.00", "0.10", "0.50", "0.00", "0.00", "4.00 |"]
