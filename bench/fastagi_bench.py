@@ -105,6 +105,9 @@ class AgiServer:
     bare_args: list[str] = []
     #: the bare server of the one-round-trip variant (bench/fastagi_flow_bench.py's ``bare1`` target)
     bare1_args: list[str] = []
+    #: a command the server runs under (bench/fastagi_instr_bench.py: valgrind), and how long it may take to listen
+    wrapper: list[str] = []
+    listen_timeout = 20.0
 
     def __init__(self, target: str, workdir: Path) -> None:
         self.target = target
@@ -133,8 +136,9 @@ class AgiServer:
             self.rtt_dir.mkdir(exist_ok=True)
             cmd = [python, str(REPO / "bench/baselines/pyst2_fastagi.py"), "--port", str(self.port), "--rtt-dir", str(self.rtt_dir)]
         log = open(self.workdir / f"{self.target}.log", "ab")
-        self.proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 20
+        self.proc = subprocess.Popen([*self.wrapper_for(self.target), *cmd], cwd=REPO, env=env, stdout=log,
+                                     stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + self.listen_timeout
         import socket
 
         while time.monotonic() < deadline:
@@ -146,6 +150,9 @@ class AgiServer:
                     raise RuntimeError(f"{self.target} server exited; see {self.workdir / (self.target + '.log')}")
                 time.sleep(0.1)
         raise RuntimeError(f"{self.target} server did not listen on {self.port}")
+
+    def wrapper_for(self, target: str) -> list[str]:
+        return list(self.wrapper)
 
     def cpu(self) -> float:
         assert self.proc is not None

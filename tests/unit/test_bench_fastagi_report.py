@@ -108,3 +108,20 @@ def test_machine_report_splits_each_calls_cpu_and_gives_the_budget_of_0_9x_nativ
     # busy, machine ms/call, Asterisk, Redis, driver, server, rest, 0.9× native allows
     assert rows["gateway"][2:10] == ["95 %", "4.60", "3.30", "0.10", "0.50", "0.60", "0.10", "4.00 |"]
     assert rows["native"][2:10] == ["95 %", "3.60", "3.00", "0.10", "0.50", "0.00", "0.00", "4.00 |"]
+
+
+def test_instruction_bench_reads_the_total_of_a_callgrind_dump(tmp_path) -> None:
+    from bench.fastagi_instr_bench import dumped_instructions, report
+
+    dump = tmp_path / "cg-gateway.out.1"
+    dump.write_text("# callgrind format\nversion: 1\ncreator: callgrind-3.19.0\nevents: Ir\n"
+                    "fn=(1) main\n0 1200\n\nsummary: 1203000\ntotals: 1203000\n")
+    assert dumped_instructions(dump) == 1203000
+    (tmp_path / "empty").write_text("events: Ir\n")
+    import pytest
+
+    with pytest.raises(ValueError):
+        dumped_instructions(tmp_path / "empty")
+    table = report({"bare": {"calls": 300, "good": 300, "per_call": 435_000.0},
+                    "gateway": {"calls": 300, "good": 299, "per_call": 1_203_000.0}})
+    assert "| gateway | 300 | 1 | 1.203 | 2.77 |" in table.splitlines()
