@@ -201,7 +201,7 @@ def test_a_check_that_fails_unexpectedly_still_names_file_and_node(monkeypatch):
     def broken_check(*args, **kwargs):
         raise TypeError("unexpected")
 
-    monkeypatch.setattr(loader, "_check_fields", broken_check)
+    monkeypatch.setattr(loader, "field_problems", broken_check)
     problems = problems_of(every_node())
     assert f"t.yaml: node who: {UNCHECKED}: TypeError: unexpected" in problems
 
