@@ -49,16 +49,15 @@ from .records import (
     Registration,
     TrunkView,
     WaitingEntry,
-    _NOT_FAILURES,
     _bounded,
     _Call,
     _Channel,
-    _Contact,
     _Hint,
     _Member,
     hangup_cause_label,
     trunk_of_channel,
 )
+from .trunks import TrunkBook
 
 # the records are re-exported: the model's users import them from here
 __all__ = ["HotlineState", *records.__all__]
@@ -99,20 +98,9 @@ class HotlineState:
         self._members: dict[str, dict[str, _Member]] = {}
         self._channels: dict[str, _Channel] = {}
         self._recent_hangups: OrderedDict[str, int] = OrderedDict()
-        #: failed dials to a trunk waiting for their channel's Hangup (its cause): dest uniqueid → trunk
-        self._failed_dials: OrderedDict[str, str] = OrderedDict()
-        #: Q.850 causes of trunk channels hung up with no failed DialEnd seen (yet): uniqueid → cause
-        self._trunk_hangups: OrderedDict[str, int | None] = OrderedDict()
         #: calls whose channel a periodic CoreShowChannels did not list → the mark of that list
         self._missing: dict[str, int] = {}
-        self._trunks: set[str] = set(trunks)
-        self._capacity: dict[str, int] = dict(trunk_capacity or {})
-        self._trunks.update(self._capacity)
-        for trunk in sorted(self._trunks):
-            self.sink.trunk_seen(trunk)
-        self._registered: dict[str, bool] = {}
-        self._registration_uris: dict[tuple[str, str], str] = {}
-        self._contacts: dict[str, dict[str, _Contact]] = {}
+        self._trunks = TrunkBook(self.sink, trunks, trunk_capacity)
         self._abandoned: deque[AbandonedCall] = deque(maxlen=abandoned_kept)
         self._abandon_listeners: list[Callable[[AbandonedCall], None]] = []
         self._answer_listeners: list[Callable[[str, str, str, float], None]] = []
@@ -299,7 +287,7 @@ class HotlineState:
     def channel_created(self, uniqueid: str, channel: str, at: float | None = None) -> None:
         seq = self._tick(at)
         if uniqueid:
-            self._channels[uniqueid] = _Channel(channel, trunk_of_channel(channel, self._trunks), seq)
+            self._channels[uniqueid] = _Channel(channel, self._trunks.of_channel(channel), seq)
 
     def channel_hungup(self, uniqueid: str, at: float, channel: str = "", cause: int | None = None) -> None:
         """Hangup: the end of a channel — and of its queue call, if it had one.
@@ -311,12 +299,7 @@ class HotlineState:
         known = self._channels.pop(uniqueid, None)
         self._recent_hangups[uniqueid] = seq
         _bounded(self._recent_hangups, 10_000)
-        trunk = self._failed_dials.pop(uniqueid, None)
-        if trunk is not None:
-            self.sink.trunk_failure(trunk, hangup_cause_label(cause))
-        elif uniqueid and (trunk_of_channel(channel, self._trunks) or (known is not None and known.trunk)):
-            self._trunk_hangups[uniqueid] = cause
-            _bounded(self._trunk_hangups, 1000)
+        self._trunks.channel_hungup(uniqueid, self._trunks.of_channel(channel) or (known.trunk if known else None), cause)
         call = self._calls.get(uniqueid)
         if call is None:
             return
@@ -367,59 +350,34 @@ class HotlineState:
         self._tick(at)
         self._members.get(queue, {}).pop(interface, None)
 
-    # -- trunks ----------------------------------------------------------------------------
+    # -- trunks (the TrunkBook's; this clock ticks and channels learn their trunk) -------------------
     @property
     def trunks(self) -> frozenset[str]:
-        return frozenset(self._trunks)
+        return self._trunks.names
 
     def _add_trunk(self, trunk: str) -> None:
-        if trunk and trunk not in self._trunks:
-            self._trunks.add(trunk)
-            self.sink.trunk_seen(trunk)
+        if self._trunks.add(trunk):
             for channel in self._channels.values():
-                channel.trunk = channel.trunk or trunk_of_channel(channel.name, self._trunks)
+                channel.trunk = channel.trunk or self._trunks.of_channel(channel.name)
 
     def apply_registrations(self, registrations: Iterable[Registration]) -> None:
         """PJSIPShowRegistrationsOutbound: which registration is which trunk, and its state."""
         self._tick(None)
         for registration in registrations:
             self._add_trunk(registration.trunk)
-            self._registration_uris[(registration.client_uri, registration.server_uri)] = registration.trunk
-            self._registered[registration.trunk] = registration.registered
+            self._trunks.registration(registration)
 
     def registry_event(self, client_uri: str, server_uri: str, status: str, at: float | None = None) -> str | None:
         """Registry event; returns the trunk it was about (None: not a known registration)."""
         self._tick(at)
-        trunk = self._registration_uris.get((client_uri, server_uri))
-        if trunk is None:
-            matches = {t for (_, server), t in self._registration_uris.items() if server == server_uri}
-            trunk = matches.pop() if len(matches) == 1 else None
-        if trunk is None:
-            return None
-        self._registered[trunk] = status.lower() == "registered"
-        return trunk
+        return self._trunks.registry_event(client_uri, server_uri, status)
 
     def contact_status(
         self, endpoint: str, aor: str, uri: str, status: str, rtt_usec: float | None = None, at: float | None = None
     ) -> str | None:
         """ContactStatus of a trunk's contact; returns the trunk (None: not a trunk)."""
         self._tick(at)
-        trunk = endpoint if endpoint in self._trunks else aor if aor in self._trunks else None
-        if trunk is None:
-            return None
-        contacts = self._contacts.setdefault(trunk, {})
-        state = status.lower()
-        if state == "removed":
-            contacts.pop(uri, None)
-        elif state == "reachable":
-            rtt = rtt_usec / 1e6 if rtt_usec is not None and rtt_usec >= 0 else None
-            contacts[uri] = _Contact(True, rtt)
-        elif state == "unreachable":
-            contacts[uri] = _Contact(False, None)
-        else:  # Created, Updated, Unknown, Unqualified: reachability not known
-            previous = contacts.get(uri)
-            contacts[uri] = previous if previous is not None and state == "updated" else _Contact(None, None)
-        return trunk
+        return self._trunks.contact_status(endpoint, aor, uri, status, rtt_usec)
 
     def dial_end(
         self, dest_channel: str, dial_status: str, at: float | None = None, dest_uniqueid: str = ""
@@ -431,18 +389,7 @@ class HotlineState:
         its Hangup event — usually the next event about it.
         """
         self._tick(at)
-        trunk = trunk_of_channel(dest_channel, self._trunks)
-        if trunk is None or not dial_status:
-            return None
-        status = dial_status.upper()
-        self.sink.trunk_call(trunk, DIAL_OUTCOMES.get(status, "other"))
-        if status not in _NOT_FAILURES and dest_uniqueid:
-            if dest_uniqueid in self._trunk_hangups:
-                self.sink.trunk_failure(trunk, hangup_cause_label(self._trunk_hangups.pop(dest_uniqueid)))
-            else:
-                self._failed_dials[dest_uniqueid] = trunk
-                _bounded(self._failed_dials, 1000)
-        return trunk
+        return self._trunks.dial_end(dest_channel, dial_status, dest_uniqueid)
 
     # -- resync snapshots --------------------------------------------------------------------
     def apply_queue_snapshot(self, queues: Iterable[QueueSnapshot], mark: int, now: float) -> None:
@@ -545,7 +492,7 @@ class HotlineState:
         for uniqueid, name in channels.items():
             if self._recent_hangups.get(uniqueid, -1) > mark:
                 continue
-            fresh[uniqueid] = _Channel(name, trunk_of_channel(name, self._trunks), mark)
+            fresh[uniqueid] = _Channel(name, self._trunks.of_channel(name), mark)
         for uniqueid, channel in self._channels.items():
             if channel.seq > mark:
                 fresh[uniqueid] = channel
@@ -637,19 +584,7 @@ class HotlineState:
         for channel in self._channels.values():
             if channel.trunk is not None:
                 counts[channel.trunk] = counts.get(channel.trunk, 0) + 1
-        views = {}
-        for trunk in sorted(self._trunks):
-            contacts = self._contacts.get(trunk, {}).values()
-            known = [c.reachable for c in contacts if c.reachable is not None]
-            rtts = [c.rtt for c in contacts if c.reachable and c.rtt is not None]
-            views[trunk] = TrunkView(
-                registered=self._registered.get(trunk),
-                reachable=any(known) if known else None,
-                rtt=max(rtts) if rtts else None,
-                channels=counts.get(trunk, 0),
-                capacity=self._capacity.get(trunk),
-            )
-        return views
+        return self._trunks.views(counts)
 
     @property
     def open_calls(self) -> int:

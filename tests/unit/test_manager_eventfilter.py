@@ -41,7 +41,7 @@ def _gateway_user() -> list[str]:
 
 
 def test_manager_conf_eventfilter_is_exactly_the_subscription_tables() -> None:
-    """Regenerate with `python -m gateway.monitor.events` when a table changes."""
+    """Regenerate with `python -m gateway.monitor.eventfilter` when a table changes."""
     filters = [line for line in _gateway_user() if line.startswith("eventfilter")]
     assert sorted(filters) == sorted(gateway_eventfilter_lines())
 

@@ -14,7 +14,7 @@ from twisted.internet.testing import StringTransport
 from gateway.ami import codec
 from gateway.ami.protocol import AmiProtocol
 from gateway.ami.router import EventRouter, eventfilter_lines
-from gateway.monitor import events
+from gateway.monitor import eventfilter
 from gateway.monitor.events import AmiEventAdapter, subscription_table
 from gateway.monitor.model import HotlineState
 
@@ -164,7 +164,7 @@ def test_subscription_table_covers_the_domain_events():
 
 
 def test_eventfilter_lines_from_the_table(capsys):
-    events.main()
+    eventfilter.main()
     out = capsys.readouterr().out.splitlines()
     assert "eventfilter(action(include),name(QueueCallerAbandon)) =" in out
     assert "eventfilter(action(include),name(UserEvent),header(UserEvent),method(exact)) = HotlinePath" in out
