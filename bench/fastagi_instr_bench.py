@@ -14,7 +14,7 @@ wakes it: the count covers the N calls plus (almost all of) the first waking cal
 N + 1 (± 1 call over N). Instructions are not time (a syscall counts as one instruction of the
 server; the kernel's work is not in it), so this is the ratio of the two servers' *own* work.
 
-    .venv/bin/python bench/fastagi_instr_bench.py --calls 300           # lab up --no-gateway --no-asr first
+    .venv/bin/python bench/fastagi_instr_bench.py --calls 300           # brings the lab up (no gateway, no ASR) itself
     .venv/bin/python bench/fastagi_instr_bench.py --no-lab --calls 300 --targets bare,gateway --caller ''
 """
 from __future__ import annotations

@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 APT_PACKAGES=(debootstrap espeak-ng sox redis-server redis-sentinel prometheus docker-compose python3-venv iproute2
-              kamailio kamailio-extra-modules sip-tester fail2ban)
+              kamailio kamailio-extra-modules sip-tester fail2ban valgrind)
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")

@@ -190,7 +190,8 @@ def speech_problems(source: str, speech: Any) -> list[str]:
                 problems.append(f"{source}: settings.speech.{language}.{question}: unknown question or no words")
                 continue
             for word, answer in words.items():
-                if not isinstance(word, str) or not word.strip() or answer not in ANSWERS[question] or answer == NO_RESPONSE:
+                is_word = isinstance(word, str) and word.strip()
+                if not is_word or answer not in ANSWERS[question] or answer == NO_RESPONSE:
                     problems.append(f"{source}: settings.speech.{language}.{question}: {word!r} → {shown(answer)} "
                                     "is not a word and an answer")
     return problems

@@ -167,7 +167,8 @@ def _build_flow(data: Any, source: str, digest: str, targets: frozenset[str], qu
     if any(n.type == "survey_intro" for n in nodes.values()):
         for needed in ("topic_other", "date_month", "date_day"):
             if needed not in prompts:
-                problems.append(f"{source}: survey introductions name topic and date, so prompt {needed!r} needs a text")
+                problems.append(
+                    f"{source}: survey introductions name topic and date, so prompt {needed!r} needs a text")
     if not problems:
         problems.extend(graph_problems(source, start, nodes))
     if problems:

@@ -81,7 +81,8 @@ NODE_SCHEMAS: dict[str, tuple[frozenset, frozenset, tuple[str, ...], bool]] = {
 }
 
 PROMPT_FIELDS = (
-    "prompt", "announce", "after_prompt", "invalid_prompt", "timeout_prompt", "done_prompt", "unknown_prompt", "error_prompt",
+    "prompt", "announce", "after_prompt", "invalid_prompt", "timeout_prompt", "done_prompt", "unknown_prompt",
+    "error_prompt",
 )
 
 
@@ -141,6 +142,7 @@ CONDITION_KEYS = frozenset(CONDITION_TYPES)
 ENGINE_VARIABLES = frozenset({"choices", "sv_orders", "sv_index", "sv_answered"})
 DIGITS = "0123456789*#"
 _DAY_NAMES = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+_TIME_WINDOW = re.compile(r"([01]\d|2[0-3]):[0-5]\d-([01]\d|2[0-4]):[0-5]\d")
 _FULL_DAY_NAMES = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
 
 
@@ -206,4 +208,4 @@ def is_name(value: Any) -> bool:
 
 
 def is_time_window(value: Any) -> bool:
-    return isinstance(value, str) and re.fullmatch(r"([01]\d|2[0-3]):[0-5]\d-([01]\d|2[0-4]):[0-5]\d", value) is not None
+    return isinstance(value, str) and _TIME_WINDOW.fullmatch(value) is not None

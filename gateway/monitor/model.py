@@ -299,7 +299,7 @@ class HotlineState:
         known = self._channels.pop(uniqueid, None)
         self._recent_hangups[uniqueid] = seq
         _bounded(self._recent_hangups, 10_000)
-        self._trunks.channel_hungup(uniqueid, self._trunks.of_channel(channel) or (known.trunk if known else None), cause)
+        self._trunks.channel_hungup(uniqueid, channel, known.trunk if known is not None else None, cause)
         call = self._calls.get(uniqueid)
         if call is None:
             return

@@ -112,13 +112,13 @@ class TrunkBook:
                 _bounded(self._failed_dials, _PENDING_KEPT)
         return trunk
 
-    def channel_hungup(self, uniqueid: str, trunk: str | None, cause: int | None) -> None:
-        """A channel ended; ``trunk`` is the trunk it belonged to, if any. Its cause completes a failed dial,
-        or waits for the DialEnd that may still come."""
+    def channel_hungup(self, uniqueid: str, channel: str, known_trunk: str | None, cause: int | None) -> None:
+        """A channel ended (``known_trunk``: the trunk its Newchannel gave it). A trunk channel's cause completes
+        a failed dial, or waits for the DialEnd that may still come."""
         failed = self._failed_dials.pop(uniqueid, None)
         if failed is not None:
             self.sink.trunk_failure(failed, hangup_cause_label(cause))
-        elif uniqueid and trunk:
+        elif uniqueid and (self.of_channel(channel) or known_trunk):
             self._trunk_hangups[uniqueid] = cause
             _bounded(self._trunk_hangups, _PENDING_KEPT)
 

@@ -2,6 +2,8 @@
 (bench/fastagi_bench.py): no lab, no timing assertions."""
 from __future__ import annotations
 
+import pytest
+
 from bench.fastagi_bench import RoundResult, RunResult, report, round_ratios
 
 
@@ -118,8 +120,6 @@ def test_instruction_bench_reads_the_total_of_a_callgrind_dump(tmp_path) -> None
                     "fn=(1) main\n0 1200\n\nsummary: 1203000\ntotals: 1203000\n")
     assert dumped_instructions(dump) == 1203000
     (tmp_path / "empty").write_text("events: Ir\n")
-    import pytest
-
     with pytest.raises(ValueError):
         dumped_instructions(tmp_path / "empty")
     table = report({"bare": {"calls": 300, "good": 300, "per_call": 435_000.0},
